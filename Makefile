@@ -1,0 +1,50 @@
+# agentmeter developer targets. `make help` lists them.
+GO        ?= go
+GOBIN     ?= $(shell $(GO) env GOPATH)/bin
+PROTOC    ?= protoc
+PROTO_DIR := proto
+PROTO_SRC := $(wildcard $(PROTO_DIR)/agentmeter/v1/*.proto)
+
+.PHONY: help build proto proto-check fmt vet lint test test-race e2e bench fuzz loadbench tools run
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+build: ## build the collector and the load generator into bin/
+	CGO_ENABLED=0 $(GO) build -trimpath -o bin/collector ./cmd/collector
+	CGO_ENABLED=0 $(GO) build -trimpath -o bin/loadgen ./cmd/loadgen
+
+run: ## run the collector on the default config.yaml
+	$(GO) run ./cmd/collector --config config.yaml
+
+proto: ## regenerate the Go code from proto/
+	PATH="$(GOBIN):$$PATH" $(PROTOC) -I $(PROTO_DIR) \
+		--go_out=$(PROTO_DIR) --go_opt=paths=source_relative \
+		--go-grpc_out=$(PROTO_DIR) --go-grpc_opt=paths=source_relative \
+		$(PROTO_SRC)
+
+proto-check: proto ## fail when the committed generated code is not current
+	@git diff --exit-code -- $(PROTO_DIR) || { echo "generated code is stale: run make proto and commit"; exit 1; }
+	@test -z "$$(git status --porcelain -- $(PROTO_DIR))" || { git status --porcelain -- $(PROTO_DIR); echo "untracked generated files: run make proto and commit"; exit 1; }
+
+fmt: ## gofmt the tree
+	gofmt -w $$(git ls-files '*.go' | grep -v '\.pb\.go$$')
+
+vet: ## gofmt check and go vet
+	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); test -z "$$out" || { echo "gofmt needed: $$out"; exit 1; }
+	$(GO) vet ./...
+
+test: ## everything CI runs: tools, vet, proto check, race tests incl. end-to-end
+	./scripts/test.sh
+
+test-race: ## unit and end-to-end tests under the race detector
+	$(GO) test -race -count=1 ./...
+
+bench: ## per-event benchmarks
+	$(GO) test -run '^$$' -bench . -benchmem ./processor/ ./receiver/
+
+fuzz: ## run each fuzz target for FUZZTIME (default 20s)
+	./scripts/fuzz.sh $${FUZZTIME:-20s}
+
+loadbench: build ## whole-process throughput: agentmeter vs a do-nothing server
+	./scripts/loadbench.sh
