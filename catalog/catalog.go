@@ -1,0 +1,211 @@
+// Package catalog is the one place where agentmeter's metric names, units,
+// descriptions, bucket boundaries and attribute keys are defined.
+//
+// Instrument names follow the OpenTelemetry GenAI semantic conventions
+// (v1.41.0) where one exists, and the agentmeter.* namespace otherwise. The
+// Prometheus exporter translates them with underscore escaping and unit and
+// _total suffixes; the Prom field of each Instrument is the resulting series
+// name, pinned by a test so that a change of the library's default cannot move
+// it. To follow the next semconv release, change this file (and the README's
+// catalogue table, which a test compares with it).
+package catalog
+
+import "go.opentelemetry.io/otel/attribute"
+
+// SemconvVersion is the OpenTelemetry semantic conventions release the GenAI
+// names and attributes follow.
+const SemconvVersion = "1.41.0"
+
+// ScopeName is the instrumentation scope of every agentmeter instrument.
+const ScopeName = "github.com/agentmeter/agentmeter"
+
+// Kind is an instrument kind.
+type Kind string
+
+// Instrument kinds.
+const (
+	Counter   Kind = "counter"
+	Histogram Kind = "histogram"
+	Gauge     Kind = "gauge"
+)
+
+// Instrument describes one metric of the catalogue.
+type Instrument struct {
+	// Name is the OpenTelemetry instrument name, as sent over OTLP.
+	Name string
+	// Unit is the UCUM unit; braced units are dropped from Prometheus names.
+	Unit string
+	// Description becomes the Prometheus HELP text (promtool requires one).
+	Description string
+	Kind        Kind
+	// Prom is the series name Prometheus scrapes (without _bucket/_sum/_count).
+	Prom string
+	// Buckets are the explicit histogram boundaries (histograms only).
+	Buckets []float64
+	// Labels lists the Prometheus label names beyond the common ones.
+	Labels string
+}
+
+// Attribute keys. The gen_ai.* and error.type keys are the semconv ones; the
+// others are agentmeter's own and scrape as written.
+const (
+	AttrOperationName = attribute.Key("gen_ai.operation.name")
+	AttrProviderName  = attribute.Key("gen_ai.provider.name")
+	AttrRequestModel  = attribute.Key("gen_ai.request.model")
+	AttrResponseModel = attribute.Key("gen_ai.response.model")
+	AttrAgentName     = attribute.Key("gen_ai.agent.name")
+	AttrTokenType     = attribute.Key("gen_ai.token.type")
+	AttrErrorType     = attribute.Key("error.type")
+	AttrAgentState    = attribute.Key("agent_state")
+	AttrEventType     = attribute.Key("event_type")
+	AttrOutcome       = attribute.Key("outcome")
+	AttrCostSource    = attribute.Key("cost_source")
+	AttrTrigger       = attribute.Key("trigger")
+	AttrSuccess       = attribute.Key("success")
+	AttrCloseReason   = attribute.Key("reason")
+	AttrFaultKind     = attribute.Key("kind")
+	AttrThreshold     = attribute.Key("threshold")
+	AttrTableVersion  = attribute.Key("version")
+	// AttrOverflow marks the series that absorbs measurements once the
+	// per-instrument series bound is reached (as the OTel SDK does).
+	AttrOverflow = attribute.Key("otel.metric.overflow")
+)
+
+// Values of gen_ai.token.type. Input and output are the semconv values.
+const (
+	TokenInput      = "input"
+	TokenOutput     = "output"
+	TokenCacheRead  = "cache_read"
+	TokenCacheWrite = "cache_write"
+	TokenReasoning  = "reasoning"
+)
+
+// Values of cost_source.
+const (
+	CostReported = "reported"
+	CostComputed = "computed"
+)
+
+// Values of outcome.
+const (
+	OutcomeAccepted  = "accepted"
+	OutcomeDuplicate = "duplicate"
+	OutcomeRejected  = "rejected"
+	OutcomeSuccess   = "success"
+	OutcomeFailure   = "failure"
+)
+
+// DefaultOperation is gen_ai.operation.name when the event leaves it empty.
+const DefaultOperation = "chat"
+
+// Bucket boundaries.
+var (
+	// TokenBuckets are the semconv advisory boundaries of gen_ai.client.token.usage.
+	TokenBuckets = []float64{1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864}
+	// DurationBuckets are the semconv advisory boundaries of gen_ai.client.operation.duration.
+	DurationBuckets = []float64{0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92}
+	// RatioBuckets cover 0..1 (context window utilisation).
+	RatioBuckets = []float64{0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1}
+	// CostBuckets cover a conversation's cost in USD.
+	CostBuckets = []float64{0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100}
+	// SessionStartBuckets cover an agent session start in seconds.
+	SessionStartBuckets = []float64{0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300}
+)
+
+// The catalogue. Common labels of the LLM-call series are gen_ai_operation_name,
+// gen_ai_provider_name, gen_ai_request_model, gen_ai_response_model and
+// gen_ai_agent_name.
+var (
+	TokenUsage = Instrument{
+		Name: "gen_ai.client.token.usage", Unit: "{token}", Kind: Histogram,
+		Prom:        "gen_ai_client_token_usage",
+		Description: "Number of input and output tokens used per LLM call.",
+		Buckets:     TokenBuckets, Labels: "gen_ai_token_type = input / output",
+	}
+	OperationDuration = Instrument{
+		Name: "gen_ai.client.operation.duration", Unit: "s", Kind: Histogram,
+		Prom:        "gen_ai_client_operation_duration_seconds",
+		Description: "Duration of LLM calls (latency_seconds).",
+		Buckets:     DurationBuckets, Labels: "error_type when the call failed",
+	}
+	TimeToFirstChunk = Instrument{
+		Name: "gen_ai.client.operation.time_to_first_chunk", Unit: "s", Kind: Histogram,
+		Prom:        "gen_ai_client_operation_time_to_first_chunk_seconds",
+		Description: "Time to the first streamed chunk of LLM calls, when known.",
+		Buckets:     DurationBuckets,
+	}
+	LLMTokens = Instrument{
+		Name: "agentmeter.llm.tokens", Unit: "{token}", Kind: Counter,
+		Prom:        "agentmeter_llm_tokens_total",
+		Description: "Tokens of LLM calls by type, as sent: input includes cache tokens, output includes reasoning tokens.",
+		Labels:      "gen_ai_token_type = input, output, cache_read, cache_write, reasoning",
+	}
+	LLMCost = Instrument{
+		Name: "agentmeter.llm.cost_usd", Unit: "{USD}", Kind: Counter,
+		Prom:        "agentmeter_llm_cost_usd_total",
+		Description: "Cost of LLM calls in USD.",
+		Labels:      "cost_source = reported / computed",
+	}
+	ContextUtilization = Instrument{
+		Name: "agentmeter.llm.context_utilization_ratio", Unit: "", Kind: Histogram,
+		Prom:        "agentmeter_llm_context_utilization_ratio",
+		Description: "prompt_tokens / context_window of LLM calls whose context window is known.",
+		Buckets:     RatioBuckets,
+	}
+	StatusTransitions = Instrument{
+		Name: "agentmeter.agent.status_transitions", Unit: "{transition}", Kind: Counter,
+		Prom:        "agentmeter_agent_status_transitions_total",
+		Description: "Agent state changes by new state; agent_state=\"error\" is OpenHands' saas_agent_status_errors.",
+		Labels:      "gen_ai_agent_name, agent_state",
+	}
+	AgentConversations = Instrument{
+		Name: "agentmeter.agent.conversations", Unit: "{conversation}", Kind: Gauge,
+		Prom:        "agentmeter_agent_conversations",
+		Description: "Tracked conversations currently in each agent state.",
+		Labels:      "gen_ai_agent_name, agent_state",
+	}
+	ReceiverEvents = Instrument{
+		Name: "agentmeter.receiver.events", Unit: "{event}", Kind: Counter,
+		Prom:        "agentmeter_receiver_events_total",
+		Description: "Events received, by payload type and outcome.",
+		Labels:      "event_type, outcome = accepted / duplicate / rejected",
+	}
+	OTLPExports = Instrument{
+		Name: "agentmeter.exporter.otlp.exports", Unit: "{export}", Kind: Counter,
+		Prom:        "agentmeter_exporter_otlp_exports_total",
+		Description: "OTLP metric exports by outcome.",
+		Labels:      "outcome = success / failure",
+	}
+	ReceiverRequests = Instrument{
+		Name: "agentmeter.receiver.requests", Unit: "{request}", Kind: Counter,
+		Prom:        "agentmeter_receiver_requests_total",
+		Description: "Ingest requests refused as a whole, by gRPC status code.",
+		Labels:      "grpc_code",
+	}
+	ReceiverPanics = Instrument{
+		Name: "agentmeter.receiver.panics", Unit: "{panic}", Kind: Counter,
+		Prom:        "agentmeter_receiver_panics_total",
+		Description: "Panics recovered in gRPC handlers (each answered with Internal).",
+	}
+	SeriesOverflow = Instrument{
+		Name: "agentmeter.processor.series_overflow", Unit: "{event}", Kind: Counter,
+		Prom:        "agentmeter_processor_series_overflow_total",
+		Description: "LLM calls folded into the overflow series because the series bound was reached.",
+	}
+	ConversationsEvicted = Instrument{
+		Name: "agentmeter.processor.conversations_evicted", Unit: "{conversation}", Kind: Counter,
+		Prom:        "agentmeter_processor_conversations_evicted_total",
+		Description: "Tracked conversations dropped from memory, by reason (idle expiry, capacity, closed retention).",
+		Labels:      "reason",
+	}
+)
+
+// Core lists the instruments of the core pipeline in catalogue order.
+var Core = []Instrument{
+	TokenUsage, OperationDuration, TimeToFirstChunk, LLMTokens, LLMCost, ContextUtilization,
+	StatusTransitions, AgentConversations, ReceiverEvents, OTLPExports,
+	ReceiverRequests, ReceiverPanics, SeriesOverflow, ConversationsEvicted,
+}
+
+// GRPCCodeAttr is the attribute key of ReceiverRequests.
+const GRPCCodeAttr = attribute.Key("grpc_code")

@@ -1,0 +1,62 @@
+package processor
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	pb "github.com/agentmeter/agentmeter/proto/agentmeter/v1"
+)
+
+// benchEvents returns n LLM events over a few series and conversations, with
+// ids unique within the pool.
+func benchEvents(n int) []*pb.Event {
+	events := make([]*pb.Event, n)
+	for i := range events {
+		model := fmt.Sprintf("model-%d", i%4)
+		events[i] = llm(fmt.Sprintf("evt-%08d", i), fmt.Sprintf("conv-%d", i%100), func(c *pb.LLMCall) { c.RequestModel = model })
+	}
+	return events
+}
+
+// BenchmarkConsume is the per-event aggregation path: dedupe, conversation
+// tracking and every instrument of an LLM call, in steady state (series and
+// conversations known; the dedupe ring full and recycling).
+func BenchmarkConsume(b *testing.B) {
+	h := newHarness(b, Config{DedupeWindow: time.Hour, DedupeMaxIDs: 50_000})
+	events := benchEvents(100_000) // twice the ids held: a recurring id was forgotten
+	dup := make([]bool, 1)
+	ctx := context.Background()
+	for _, ev := range events { // warm up: series, conversations, dedupe at its bound
+		h.p.Consume(ctx, []*pb.Event{ev}, h.now, dup)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	one := make([]*pb.Event, 1)
+	for i := 0; b.Loop(); i++ {
+		one[0] = events[i%len(events)]
+		h.p.Consume(ctx, one, h.now, dup)
+		if dup[0] {
+			b.Fatal("unexpected duplicate")
+		}
+	}
+}
+
+// BenchmarkConsumeBatch100 is the same path, 100 events a call; ns/op is per batch.
+func BenchmarkConsumeBatch100(b *testing.B) {
+	h := newHarness(b, Config{DedupeWindow: time.Hour, DedupeMaxIDs: 50_000})
+	events := benchEvents(100_000)
+	dup := make([]bool, 100)
+	ctx := context.Background()
+	for i := 0; i < len(events); i += 100 {
+		h.p.Consume(ctx, events[i:i+100], h.now, dup)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		off := (i * 100) % len(events)
+		h.p.Consume(ctx, events[off:off+100], h.now, dup)
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*100), "ns/event")
+}

@@ -1,0 +1,184 @@
+package processor
+
+import (
+	"go.opentelemetry.io/otel/attribute"
+
+	"github.com/agentmeter/agentmeter/catalog"
+	pb "github.com/agentmeter/agentmeter/proto/agentmeter/v1"
+)
+
+// Token types, in the order of the llmSeries.tokens array.
+const (
+	tokInput = iota
+	tokOutput
+	tokCacheRead
+	tokCacheWrite
+	tokReasoning
+	numTokenTypes
+)
+
+var tokenTypeNames = [numTokenTypes]string{
+	catalog.TokenInput, catalog.TokenOutput, catalog.TokenCacheRead, catalog.TokenCacheWrite, catalog.TokenReasoning,
+}
+
+// Cost sources, in the order of the llmSeries.cost array.
+const (
+	costReported = iota
+	costComputed
+	numCostSources
+)
+
+var costSourceNames = [numCostSources]string{catalog.CostReported, catalog.CostComputed}
+
+// maxErrorTypes bounds the error.type values kept per series; beyond it a
+// failed call's duration is recorded with error.type "_OTHER" (semconv's
+// fallback value).
+const maxErrorTypes = 32
+
+// llmKey identifies the common attribute set of an LLM call.
+type llmKey struct {
+	operation, provider, requestModel, responseModel, agent string
+}
+
+// llmSeries holds one attribute set's totals and histograms, and its
+// attribute sets, built once. Guarded by Processor.mu.
+type llmSeries struct {
+	tokens   [numTokenTypes]int64
+	cost     [numCostSources]float64
+	costSeen [numCostSources]bool
+
+	tokenUsage [2]*histogram // input, output
+	ttft       *histogram
+	ctxUtil    *histogram
+	// duration by error.type; "" = success.
+	duration map[string]*histogram
+
+	attrs     attribute.Set
+	tokenSets [numTokenTypes]attribute.Set
+	costSets  [numCostSources]attribute.Set
+	errSets   map[string]attribute.Set
+}
+
+func newLLMSeries(attrs ...attribute.KeyValue) *llmSeries {
+	s := &llmSeries{
+		attrs:      attribute.NewSet(attrs...),
+		tokenUsage: [2]*histogram{newHistogram(catalog.TokenBuckets), newHistogram(catalog.TokenBuckets)},
+		ttft:       newHistogram(catalog.TimeToFirstChunk.Buckets),
+		ctxUtil:    newHistogram(catalog.ContextUtilization.Buckets),
+		duration:   map[string]*histogram{"": newHistogram(catalog.OperationDuration.Buckets)},
+		errSets:    map[string]attribute.Set{},
+	}
+	with := func(kv attribute.KeyValue) attribute.Set {
+		return attribute.NewSet(append(attrs[:len(attrs):len(attrs)], kv)...)
+	}
+	for t := range numTokenTypes {
+		s.tokenSets[t] = with(catalog.AttrTokenType.String(tokenTypeNames[t]))
+	}
+	for c := range numCostSources {
+		s.costSets[c] = with(catalog.AttrCostSource.String(costSourceNames[c]))
+	}
+	s.errSets[""] = s.attrs
+	return s
+}
+
+// durationHist returns the duration histogram of a call that failed with
+// errorType ("" = success), creating it within the bound.
+func (s *llmSeries) durationHist(errorType string) *histogram {
+	if h, ok := s.duration[errorType]; ok {
+		return h
+	}
+	if len(s.duration) > maxErrorTypes {
+		errorType = "_OTHER"
+		if h, ok := s.duration[errorType]; ok {
+			return h
+		}
+	}
+	errorType = clone(errorType)
+	h := newHistogram(catalog.OperationDuration.Buckets)
+	s.duration[errorType] = h
+	s.errSets[errorType] = attribute.NewSet(append(s.attrs.ToSlice(), catalog.AttrErrorType.String(errorType))...)
+	return h
+}
+
+// series returns the series of a call, creating it within the bound. p.mu is held.
+func (p *Processor) series(agent string, c *pb.LLMCall) *llmSeries {
+	k := llmKey{
+		operation:     c.GetOperation(),
+		provider:      c.GetProvider(),
+		requestModel:  c.GetRequestModel(),
+		responseModel: c.GetResponseModel(),
+		agent:         agent,
+	}
+	if k.operation == "" {
+		k.operation = catalog.DefaultOperation
+	}
+	if s, ok := p.llm[k]; ok {
+		return s
+	}
+	if len(p.llm) >= p.cfg.MaxSeries {
+		p.overflowCalls++
+		if p.overflow == nil {
+			p.overflow = newLLMSeries(catalog.AttrOverflow.Bool(true))
+			p.log.Warn("llm series bound reached; further attribute sets go to the overflow series",
+				"max_series", p.cfg.MaxSeries)
+		}
+		return p.overflow
+	}
+	// The key's strings point into the request message; copy them so the
+	// map keeps nothing of the caller's (see Consumer).
+	k = llmKey{
+		operation:     clone(k.operation),
+		provider:      clone(k.provider),
+		requestModel:  clone(k.requestModel),
+		responseModel: clone(k.responseModel),
+		agent:         clone(k.agent),
+	}
+	s := newLLMSeries(
+		catalog.AttrOperationName.String(k.operation),
+		catalog.AttrProviderName.String(k.provider),
+		catalog.AttrRequestModel.String(k.requestModel),
+		catalog.AttrResponseModel.String(k.responseModel),
+		catalog.AttrAgentName.String(k.agent),
+	)
+	p.llm[k] = s
+	return s
+}
+
+func clone(s string) string {
+	if s == "" {
+		return ""
+	}
+	return string(append([]byte(nil), s...))
+}
+
+// applyLLMCall aggregates one call. p.mu is held.
+func (p *Processor) applyLLMCall(agent string, c *pb.LLMCall) {
+	s := p.series(agent, c)
+	prompt, completion := c.GetPromptTokens(), c.GetCompletionTokens()
+	s.tokens[tokInput] += prompt
+	s.tokens[tokOutput] += completion
+	s.tokens[tokCacheRead] += c.GetCacheReadTokens()
+	s.tokens[tokCacheWrite] += c.GetCacheWriteTokens() + c.GetCacheWrite_1HTokens()
+	s.tokens[tokReasoning] += c.GetReasoningTokens()
+	if c.CostUsd != nil {
+		s.cost[costReported] += *c.CostUsd
+		s.costSeen[costReported] = true
+	}
+
+	failed := c.GetErrorType() != ""
+	// A failed call records the token types it reports; a successful one
+	// records both, zeros included.
+	if !failed || prompt > 0 {
+		s.tokenUsage[0].record(float64(prompt))
+	}
+	if !failed || completion > 0 {
+		s.tokenUsage[1].record(float64(completion))
+	}
+	s.durationHist(c.GetErrorType()).record(c.GetLatencySeconds())
+	if ttft := c.GetTimeToFirstTokenSeconds(); ttft > 0 {
+		s.ttft.record(ttft)
+	}
+	if cw := c.GetContextWindow(); cw > 0 && prompt > 0 {
+		s.ctxUtil.record(float64(prompt) / float64(cw))
+	}
+}

@@ -1,0 +1,251 @@
+// Package processor de-duplicates validated events and aggregates them into
+// the catalogue's OpenTelemetry instruments.
+//
+// The processor owns the aggregation state of every event-derived series:
+// counters, gauges and explicit-bucket histograms per cached attribute set,
+// under one mutex taken once per batch. The OpenTelemetry SDK collects it
+// through the metric.Producer interface (Produce), and keeps doing what it
+// does well: readers, temporality, the Prometheus and OTLP exporters and
+// their name translation.
+//
+// Why not one synchronous SDK instrument call per measurement: from v1.45 on
+// the SDK normalises the attribute set on every call (opentelemetry-go
+// #8471), about 260 ns a call here with a cached set, and an LLM call feeds
+// five histograms; that path measured 2.0 µs per event, 60% of it attribute
+// normalisation. Aggregating here costs a map lookup and a few additions per
+// event and no allocation once a series exists; see BenchmarkConsume.
+package processor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	pb "github.com/agentmeter/agentmeter/proto/agentmeter/v1"
+)
+
+// Consumer takes validated events. It is the seam between the receiver and
+// the processor.
+//
+// Ownership: events and dup belong to the caller. Consume reads them only
+// during the call and keeps no reference to them or to any string in them
+// beyond the call, except by copying.
+type Consumer interface {
+	// Consume applies events in index order, as received at now. It sets
+	// dup[i] when events[i] repeats an event id seen within the dedupe
+	// window (and so was not applied), and returns how many did.
+	Consume(ctx context.Context, events []*pb.Event, now time.Time, dup []bool) int
+}
+
+// ConsumerFunc adapts a function to Consumer.
+type ConsumerFunc func(ctx context.Context, events []*pb.Event, now time.Time, dup []bool) int
+
+// Consume calls f.
+func (f ConsumerFunc) Consume(ctx context.Context, events []*pb.Event, now time.Time, dup []bool) int {
+	return f(ctx, events, now, dup)
+}
+
+// Config bounds the processor's memory.
+type Config struct {
+	// DedupeWindow is how long an event id is remembered; 0 disables
+	// de-duplication.
+	DedupeWindow time.Duration
+	// DedupeMaxIDs bounds the ids remembered; the oldest go first.
+	DedupeMaxIDs int
+	// IdleExpiry is how long a conversation with no event stays tracked.
+	IdleExpiry time.Duration
+	// MaxTracked bounds the tracked conversations; the least recently
+	// active go first.
+	MaxTracked int
+	// MaxSeries bounds the LLM-call attribute sets; calls beyond it are
+	// folded into one series marked otel.metric.overflow=true. 0 = 2000.
+	MaxSeries int
+	// MaxAgents bounds the distinct agent names of the status series;
+	// beyond it the name becomes "_other". 0 = 100.
+	MaxAgents int
+}
+
+// Deps are the processor's collaborators.
+type Deps struct {
+	Logger *slog.Logger
+}
+
+// Processor de-duplicates and aggregates events. Safe for concurrent use.
+type Processor struct {
+	cfg   Config
+	log   *slog.Logger
+	start time.Time // start of the cumulative series
+
+	// mu guards everything below. Consume holds it for one whole batch, so
+	// a batch is applied atomically with respect to collection.
+	mu            sync.Mutex
+	dedupe        *dedupe
+	llm           map[llmKey]*llmSeries
+	overflow      *llmSeries
+	overflowCalls int64
+	convs         *conversations
+	status        statusTable
+
+	stop     chan struct{}
+	done     chan struct{}
+	started  bool
+	shutdown bool
+}
+
+// New creates the processor and its instruments on deps.Meter.
+func New(cfg Config, deps Deps) (*Processor, error) {
+	if cfg.MaxSeries <= 0 {
+		cfg.MaxSeries = 2000
+	}
+	if cfg.MaxAgents <= 0 {
+		cfg.MaxAgents = 100
+	}
+	if cfg.MaxTracked <= 0 {
+		return nil, errors.New("processor: MaxTracked must be > 0")
+	}
+	if cfg.IdleExpiry <= 0 {
+		return nil, errors.New("processor: IdleExpiry must be > 0")
+	}
+	p := &Processor{
+		cfg:    cfg,
+		log:    deps.Logger,
+		start:  time.Now(),
+		dedupe: newDedupe(cfg.DedupeWindow, cfg.DedupeMaxIDs),
+		llm:    make(map[llmKey]*llmSeries),
+		convs:  newConversations(cfg.MaxTracked),
+		status: newStatusTable(cfg.MaxAgents),
+		stop:   make(chan struct{}),
+		done:   make(chan struct{}),
+	}
+	if p.log == nil {
+		p.log = slog.New(slog.DiscardHandler)
+	}
+	return p, nil
+}
+
+// Start runs the idle-expiry sweep until Shutdown.
+func (p *Processor) Start(_ context.Context) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.started || p.shutdown {
+		return errors.New("processor: already started or shut down")
+	}
+	p.started = true
+	interval := min(max(p.cfg.IdleExpiry/10, 100*time.Millisecond), 10*time.Second)
+	go p.sweepLoop(interval)
+	return nil
+}
+
+func (p *Processor) sweepLoop(interval time.Duration) {
+	defer close(p.done)
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-p.stop:
+			return
+		case now := <-t.C:
+			p.Sweep(now)
+		}
+	}
+}
+
+// Sweep forgets the conversations idle for longer than IdleExpiry at now.
+// The background loop calls it; tests call it with their own clock.
+func (p *Processor) Sweep(now time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.convs.expireIdle(now.UnixNano()-int64(p.cfg.IdleExpiry), p.forget)
+}
+
+// Shutdown stops the sweep. Safe without Start, idempotent. The totals stay
+// readable for the final export.
+func (p *Processor) Shutdown(ctx context.Context) error {
+	p.mu.Lock()
+	if p.shutdown {
+		p.mu.Unlock()
+		return nil
+	}
+	p.shutdown = true
+	started := p.started
+	p.mu.Unlock()
+	if !started {
+		return nil
+	}
+	close(p.stop)
+	select {
+	case <-p.done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("processor shutdown: %w", ctx.Err())
+	}
+}
+
+// Consume implements Consumer.
+func (p *Processor) Consume(ctx context.Context, events []*pb.Event, now time.Time, dup []bool) int {
+	nowNano := now.UnixNano()
+	duplicates := 0
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.dedupe != nil {
+		p.dedupe.expire(nowNano)
+	}
+	for i, ev := range events {
+		if p.dedupe != nil && p.dedupe.duplicate(ev.GetEventId(), nowNano) {
+			dup[i] = true
+			duplicates++
+			continue
+		}
+		dup[i] = false
+		p.apply(ev, nowNano)
+	}
+	return duplicates
+}
+
+// apply aggregates one new event. p.mu is held.
+func (p *Processor) apply(ev *pb.Event, now int64) {
+	var conv *conversation
+	if id := ev.GetConversationId(); id != "" {
+		conv = p.convs.touch(id, now, p.forget)
+		if conv.agent == "" && ev.GetAgent() != "" {
+			conv.agent = clone(ev.GetAgent())
+		}
+	}
+	switch payload := ev.GetPayload().(type) {
+	case *pb.Event_LlmCall:
+		p.applyLLMCall(ev.GetAgent(), payload.LlmCall)
+	case *pb.Event_AgentStatus:
+		if conv != nil {
+			p.applyStatus(conv, ev.GetAgent(), payload.AgentStatus.GetState())
+		}
+	}
+}
+
+// forget is called for every conversation dropped from tracking. p.mu is held.
+func (p *Processor) forget(c *conversation, reason evictReason) {
+	if c.state != pb.AgentState_AGENT_STATE_UNSPECIFIED {
+		p.status.conversations[c.statusKey]--
+	}
+	p.convs.evicted[reason]++
+}
+
+// stateNames are the label values of AgentState: the lowercase OpenHands names.
+var stateNames = func() []string {
+	names := make([]string, len(pb.AgentState_name))
+	for v, n := range pb.AgentState_name {
+		names[v] = strings.ToLower(strings.TrimPrefix(n, "AGENT_STATE_"))
+	}
+	return names
+}()
+
+// StateName is the label value of s ("running", "awaiting_user_input", ...).
+func StateName(s pb.AgentState) string {
+	if int(s) < 0 || int(s) >= len(stateNames) {
+		return "unknown"
+	}
+	return stateNames[s]
+}
