@@ -26,19 +26,19 @@ func benchEvents(n int) []*pb.Event {
 func BenchmarkConsume(b *testing.B) {
 	h := newHarness(b, Config{DedupeWindow: time.Hour, DedupeMaxIDs: 50_000})
 	events := benchEvents(100_000) // twice the ids held: a recurring id was forgotten
-	dup := make([]bool, 1)
+	res := make([]Result, 1)
 	ctx := context.Background()
 	for _, ev := range events { // warm up: series, conversations, dedupe at its bound
-		h.p.Consume(ctx, []*pb.Event{ev}, h.now, dup)
+		h.p.Consume(ctx, []*pb.Event{ev}, h.now, res)
 	}
 	b.ReportAllocs()
 	b.ResetTimer()
 	one := make([]*pb.Event, 1)
 	for i := 0; b.Loop(); i++ {
 		one[0] = events[i%len(events)]
-		h.p.Consume(ctx, one, h.now, dup)
-		if dup[0] {
-			b.Fatal("unexpected duplicate")
+		h.p.Consume(ctx, one, h.now, res)
+		if res[0].Outcome != Accepted {
+			b.Fatal("unexpected outcome")
 		}
 	}
 }
@@ -47,16 +47,16 @@ func BenchmarkConsume(b *testing.B) {
 func BenchmarkConsumeBatch100(b *testing.B) {
 	h := newHarness(b, Config{DedupeWindow: time.Hour, DedupeMaxIDs: 50_000})
 	events := benchEvents(100_000)
-	dup := make([]bool, 100)
+	res := make([]Result, 100)
 	ctx := context.Background()
 	for i := 0; i < len(events); i += 100 {
-		h.p.Consume(ctx, events[i:i+100], h.now, dup)
+		h.p.Consume(ctx, events[i:i+100], h.now, res)
 	}
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; b.Loop(); i++ {
 		off := (i * 100) % len(events)
-		h.p.Consume(ctx, events[off:off+100], h.now, dup)
+		h.p.Consume(ctx, events[off:off+100], h.now, res)
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*100), "ns/event")
 }

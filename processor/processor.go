@@ -28,25 +28,45 @@ import (
 	pb "github.com/agentmeter/agentmeter/proto/agentmeter/v1"
 )
 
+// Outcome is what became of one event.
+type Outcome uint8
+
+// Outcomes.
+const (
+	// Accepted: applied.
+	Accepted Outcome = iota
+	// Duplicate: its event id was seen within the dedupe window; not applied.
+	Duplicate
+	// Rejected: valid on its own but not in the state it arrived in (such
+	// as a second "created" for a live conversation); not applied.
+	Rejected
+)
+
+// Result is the outcome of one event; Field and Reason are set when Rejected.
+type Result struct {
+	Outcome Outcome
+	Field   string
+	Reason  string
+}
+
 // Consumer takes validated events. It is the seam between the receiver and
 // the processor.
 //
-// Ownership: events and dup belong to the caller. Consume reads them only
-// during the call and keeps no reference to them or to any string in them
-// beyond the call, except by copying.
+// Ownership: events and results belong to the caller. Consume reads events
+// only during the call and keeps no reference to them or to any string in
+// them beyond the call, except by copying.
 type Consumer interface {
-	// Consume applies events in index order, as received at now. It sets
-	// dup[i] when events[i] repeats an event id seen within the dedupe
-	// window (and so was not applied), and returns how many did.
-	Consume(ctx context.Context, events []*pb.Event, now time.Time, dup []bool) int
+	// Consume applies events in index order, as received at now, and sets
+	// results[i] to the outcome of events[i]. len(results) >= len(events).
+	Consume(ctx context.Context, events []*pb.Event, now time.Time, results []Result)
 }
 
 // ConsumerFunc adapts a function to Consumer.
-type ConsumerFunc func(ctx context.Context, events []*pb.Event, now time.Time, dup []bool) int
+type ConsumerFunc func(ctx context.Context, events []*pb.Event, now time.Time, results []Result)
 
 // Consume calls f.
-func (f ConsumerFunc) Consume(ctx context.Context, events []*pb.Event, now time.Time, dup []bool) int {
-	return f(ctx, events, now, dup)
+func (f ConsumerFunc) Consume(ctx context.Context, events []*pb.Event, now time.Time, results []Result) {
+	f(ctx, events, now, results)
 }
 
 // Config bounds the processor's memory.
@@ -186,9 +206,8 @@ func (p *Processor) Shutdown(ctx context.Context) error {
 }
 
 // Consume implements Consumer.
-func (p *Processor) Consume(ctx context.Context, events []*pb.Event, now time.Time, dup []bool) int {
+func (p *Processor) Consume(_ context.Context, events []*pb.Event, now time.Time, results []Result) {
 	nowNano := now.UnixNano()
-	duplicates := 0
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.dedupe != nil {
@@ -196,18 +215,15 @@ func (p *Processor) Consume(ctx context.Context, events []*pb.Event, now time.Ti
 	}
 	for i, ev := range events {
 		if p.dedupe != nil && p.dedupe.duplicate(ev.GetEventId(), nowNano) {
-			dup[i] = true
-			duplicates++
+			results[i] = Result{Outcome: Duplicate}
 			continue
 		}
-		dup[i] = false
-		p.apply(ev, nowNano)
+		results[i] = p.apply(ev, nowNano)
 	}
-	return duplicates
 }
 
 // apply aggregates one new event. p.mu is held.
-func (p *Processor) apply(ev *pb.Event, now int64) {
+func (p *Processor) apply(ev *pb.Event, now int64) Result {
 	var conv *conversation
 	if id := ev.GetConversationId(); id != "" {
 		conv = p.convs.touch(id, now, p.forget)
@@ -223,6 +239,7 @@ func (p *Processor) apply(ev *pb.Event, now int64) {
 			p.applyStatus(conv, ev.GetAgent(), payload.AgentStatus.GetState())
 		}
 	}
+	return Result{}
 }
 
 // forget is called for every conversation dropped from tracking. p.mu is held.

@@ -45,10 +45,14 @@ func newHarness(t testing.TB, cfg Config) *harness {
 	return &harness{t: t, p: p, reader: reader, now: time.Unix(1_800_000_000, 0)}
 }
 
-// consume applies events and returns the dup flags.
+// consume applies events and returns which were duplicates.
 func (h *harness) consume(events ...*pb.Event) []bool {
+	results := make([]Result, len(events))
+	h.p.Consume(context.Background(), events, h.now, results)
 	dup := make([]bool, len(events))
-	h.p.Consume(context.Background(), events, h.now, dup)
+	for i, r := range results {
+		dup[i] = r.Outcome == Duplicate
+	}
 	return dup
 }
 
