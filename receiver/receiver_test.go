@@ -1,0 +1,281 @@
+package receiver
+
+import (
+	"context"
+	"errors"
+	"io"
+	"math"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/test/bufconn"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/agentmeter/agentmeter/processor"
+	pb "github.com/agentmeter/agentmeter/proto/agentmeter/v1"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// recorder is a Consumer that keeps what it was given and marks repeated ids.
+type recorder struct {
+	seen    map[string]bool
+	applied []string
+}
+
+func (r *recorder) Consume(_ context.Context, events []*pb.Event, _ time.Time, results []processor.Result) {
+	for i, ev := range events {
+		if r.seen[ev.GetEventId()] {
+			results[i] = processor.Result{Outcome: processor.Duplicate}
+			continue
+		}
+		if ev.GetConversation().GetCreated() != nil && ev.GetConversationId() == "live" {
+			results[i] = processor.Result{Outcome: processor.Rejected, Field: "conversation.created", Reason: "conversation is live"}
+			continue
+		}
+		r.seen[ev.GetEventId()] = true
+		r.applied = append(r.applied, ev.GetEventId())
+	}
+}
+
+type fixture struct {
+	recv   *Receiver
+	rec    *recorder
+	client pb.IngestServiceClient
+	health healthpb.HealthClient
+	conn   *grpc.ClientConn
+}
+
+func newFixture(t *testing.T, cfg Config) *fixture {
+	t.Helper()
+	if cfg.MaxEventsPerRequest == 0 {
+		cfg.MaxEventsPerRequest = 100
+	}
+	if cfg.MaxRecvMsgSize == 0 {
+		cfg.MaxRecvMsgSize = 1 << 20
+	}
+	cfg.MaxConcurrentStreams = 16
+	cfg.Limits.MaxFutureSkew = 5 * time.Minute
+	rec := &recorder{seen: map[string]bool{}}
+	recv, err := New(cfg, Deps{Consumer: rec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis := bufconn.Listen(1 << 20)
+	recv.listener = lis
+	go func() {
+		defer close(recv.served)
+		_ = recv.server.Serve(lis)
+	}()
+	recv.SetServing(true)
+	conn, err := grpc.NewClient("passthrough:///bufconn",
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
+		grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fixture{recv: recv, rec: rec, client: pb.NewIngestServiceClient(conn), health: healthpb.NewHealthClient(conn), conn: conn}
+	t.Cleanup(func() {
+		_ = conn.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = recv.Shutdown(ctx)
+	})
+	return f
+}
+
+func call(id string) *pb.Event {
+	return &pb.Event{EventId: id, Agent: "CodeActAgent", Payload: &pb.Event_LlmCall{LlmCall: &pb.LLMCall{
+		Provider: "openai", RequestModel: "gpt-4o", PromptTokens: 10, CompletionTokens: 5, LatencySeconds: 1,
+	}}}
+}
+
+func TestRecordMixedBatch(t *testing.T) {
+	f := newFixture(t, Config{})
+	bad := call("neg")
+	bad.GetLlmCall().PromptTokens = -1
+	nan := call("nan")
+	nan.GetLlmCall().LatencySeconds = math.NaN()
+	created := &pb.Event{EventId: "c", ConversationId: "live", Payload: &pb.Event_Conversation{Conversation: &pb.ConversationEvent{
+		Kind: &pb.ConversationEvent_Created{Created: &pb.ConversationCreated{}}}}}
+	resp, err := f.client.Record(context.Background(), &pb.RecordRequest{Events: []*pb.Event{
+		call("a"), bad, call("b"), {EventId: "nopayload"}, call("a"), created, nan, call("d"),
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Accepted != 3 || resp.Duplicates != 1 {
+		t.Errorf("accepted/duplicates = %d/%d, want 3/1", resp.Accepted, resp.Duplicates)
+	}
+	var got []string
+	for _, r := range resp.Rejected {
+		got = append(got, r.EventId+"@"+r.Field)
+		if r.Reason == "" {
+			t.Errorf("rejection %v has no reason", r)
+		}
+	}
+	want := "neg@llm_call.prompt_tokens nopayload@payload c@conversation.created nan@llm_call.latency_seconds"
+	if strings.Join(got, " ") != want {
+		t.Errorf("rejected = %v, want %s", got, want)
+	}
+	if strings.Join(f.rec.applied, ",") != "a,b,d" {
+		t.Errorf("applied = %v, want a,b,d in order", f.rec.applied)
+	}
+	if n := f.recv.EventCount("llm_call", "rejected"); n != 2 {
+		t.Errorf("llm_call rejected = %d, want 2", n)
+	}
+	if n := f.recv.EventCount("none", "rejected"); n != 1 {
+		t.Errorf("none rejected = %d, want 1", n)
+	}
+	if n := f.recv.EventCount("llm_call", "duplicate"); n != 1 {
+		t.Errorf("llm_call duplicate = %d, want 1", n)
+	}
+}
+
+func TestRecordTooManyEvents(t *testing.T) {
+	f := newFixture(t, Config{MaxEventsPerRequest: 2})
+	_, err := f.client.Record(context.Background(), &pb.RecordRequest{Events: []*pb.Event{call("a"), call("b"), call("c")}})
+	if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "max_events_per_request") {
+		t.Fatalf("err = %v, want InvalidArgument naming max_events_per_request", err)
+	}
+	if len(f.rec.applied) != 0 {
+		t.Errorf("applied %v from a refused request", f.rec.applied)
+	}
+	// The server still serves.
+	if _, err := f.client.Record(context.Background(), &pb.RecordRequest{Events: []*pb.Event{call("a")}}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestRecordTooLarge(t *testing.T) {
+	f := newFixture(t, Config{MaxRecvMsgSize: 1024})
+	ev := call("big")
+	ev.ConversationId = strings.Repeat("x", 2000)
+	_, err := f.client.Record(context.Background(), &pb.RecordRequest{Events: []*pb.Event{ev}})
+	if status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("err = %v, want ResourceExhausted", err)
+	}
+}
+
+func TestRecordStreamInOrder(t *testing.T) {
+	f := newFixture(t, Config{})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	stream, err := f.client.RecordStream(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		// Batch i has i%3+1 events; every third repeats the previous batch's first id.
+		var events []*pb.Event
+		for j := range i%3 + 1 {
+			events = append(events, call(string(rune('A'+i))+string(rune('a'+j))))
+		}
+		if err := stream.Send(&pb.RecordRequest{Events: events}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := stream.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		resp, err := stream.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := uint32(i%3 + 1); resp.Accepted != want {
+			t.Fatalf("response %d accepted %d, want %d (responses out of order?)", i, resp.Accepted, want)
+		}
+	}
+	if _, err := stream.Recv(); !errors.Is(err, io.EOF) {
+		t.Fatalf("after the last response: %v, want EOF", err)
+	}
+}
+
+func TestHealthAndShutdown(t *testing.T) {
+	f := newFixture(t, Config{})
+	ctx := context.Background()
+	resp, err := f.health.Check(ctx, &healthpb.HealthCheckRequest{Service: pb.IngestService_ServiceDesc.ServiceName})
+	if err != nil || resp.Status != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("health = %v, %v; want SERVING", resp, err)
+	}
+	// An idle stream must not hold shutdown up: it ends with Unavailable.
+	stream, err := f.client.RecordStream(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&pb.RecordRequest{Events: []*pb.Event{call("x")}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stream.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	shutCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	start := time.Now()
+	if err := f.recv.Shutdown(shutCtx); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 4*time.Second {
+		t.Errorf("shutdown took %v with an idle stream", d)
+	}
+	if _, err := stream.Recv(); status.Code(err) != codes.Unavailable {
+		t.Errorf("idle stream ended with %v, want Unavailable", err)
+	}
+	if err := f.recv.Shutdown(shutCtx); err != nil {
+		t.Errorf("second Shutdown: %v", err)
+	}
+}
+
+func TestShutdownWithoutStart(t *testing.T) {
+	recv, err := New(Config{MaxEventsPerRequest: 1, MaxRecvMsgSize: 1}, Deps{Consumer: &recorder{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := recv.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestNonUTF8 sends hand-encoded bytes (Go's protobuf refuses to marshal bad
+// UTF-8): the bad event is rejected by name, the others are applied.
+func TestNonUTF8(t *testing.T) {
+	f := newFixture(t, Config{})
+	good, err := proto.Marshal(call("good"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// An event whose llm_call.provider is "\xff".
+	llmBody := protowire.AppendTag(nil, 1, protowire.BytesType)
+	llmBody = protowire.AppendString(llmBody, "\xff")
+	llmBody = protowire.AppendTag(llmBody, 3, protowire.BytesType)
+	llmBody = protowire.AppendString(llmBody, "gpt-4o")
+	bad := protowire.AppendTag(nil, 1, protowire.BytesType)
+	bad = protowire.AppendString(bad, "bad")
+	bad = protowire.AppendTag(bad, 10, protowire.BytesType)
+	bad = protowire.AppendBytes(bad, llmBody)
+	var req []byte
+	for _, ev := range [][]byte{good, bad} {
+		req = protowire.AppendTag(req, 1, protowire.BytesType)
+		req = protowire.AppendBytes(req, ev)
+	}
+	out := new(pb.RecordResponse)
+	if err := f.conn.Invoke(context.Background(), "/agentmeter.v1.IngestService/Record", rawMessage(req), out, grpc.ForceCodecV2(rawCodec{})); err != nil {
+		t.Fatal(err)
+	}
+	if out.Accepted != 1 || len(out.Rejected) != 1 {
+		t.Fatalf("response = %v, want 1 accepted, 1 rejected", out)
+	}
+	if r := out.Rejected[0]; r.Index != 1 || r.EventId != "bad" || r.Field != "llm_call.provider" {
+		t.Errorf("rejection = %v, want index 1, bad, llm_call.provider", r)
+	}
+}
