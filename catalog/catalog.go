@@ -195,16 +195,98 @@ var (
 	ConversationsEvicted = Instrument{
 		Name: "agentmeter.processor.conversations_evicted", Unit: "{conversation}", Kind: Counter,
 		Prom:        "agentmeter_processor_conversations_evicted_total",
-		Description: "Tracked conversations dropped from memory, by reason (idle expiry, capacity, closed retention).",
+		Description: "Tracked conversations dropped from memory, by reason: idle (idle expiry), capacity (conversations.max_tracked), closed (closed_retention over).",
 		Labels:      "reason",
 	}
 )
 
-// Core lists the instruments of the core pipeline in catalogue order.
-var Core = []Instrument{
+// Conversations, budgets, pricing and runtime faults.
+var (
+	ConversationsCreated = Instrument{
+		Name: "agentmeter.conversations.created", Unit: "{conversation}", Kind: Counter,
+		Prom:        "agentmeter_conversations_created_total",
+		Description: "Conversation creation attempts, by trigger; OpenHands' saas_create_conversation.",
+		Labels:      "trigger",
+	}
+	SessionStartDuration = Instrument{
+		Name: "agentmeter.agent.session_start.duration", Unit: "s", Kind: Histogram,
+		Prom:        "agentmeter_agent_session_start_duration_seconds",
+		Description: "Agent session starts and their duration, by success; OpenHands' saas_agent_session_start.",
+		Buckets:     SessionStartBuckets, Labels: "success",
+	}
+	ConversationsActive = Instrument{
+		Name: "agentmeter.conversations.active", Unit: "{conversation}", Kind: Gauge,
+		Prom:        "agentmeter_conversations_active",
+		Description: "Tracked conversations not closed.",
+	}
+	ConversationsLimit = Instrument{
+		Name: "agentmeter.conversations.limit", Unit: "{conversation}", Kind: Gauge,
+		Prom:        "agentmeter_conversations_limit",
+		Description: "The agent server's max_concurrent_conversations, as last reported.",
+	}
+	ConversationsClosed = Instrument{
+		Name: "agentmeter.conversations.closed", Unit: "{conversation}", Kind: Counter,
+		Prom:        "agentmeter_conversations_closed_total",
+		Description: "Conversations closed, by reason (evicted = over max_concurrent_conversations).",
+		Labels:      "reason",
+	}
+	ConversationCost = Instrument{
+		Name: "agentmeter.conversation.cost_usd", Unit: "{USD}", Kind: Histogram,
+		Prom:        "agentmeter_conversation_cost_usd",
+		Description: "Cost of each conversation in USD, observed when it closes.",
+		Buckets:     CostBuckets,
+	}
+	ConversationTokens = Instrument{
+		Name: "agentmeter.conversation.tokens", Unit: "{token}", Kind: Histogram,
+		Prom:        "agentmeter_conversation_tokens",
+		Description: "Input plus output tokens of each conversation, observed when it closes.",
+		Buckets:     TokenBuckets,
+	}
+	RuntimeFaults = Instrument{
+		Name: "agentmeter.runtime.faults", Unit: "{fault}", Kind: Counter,
+		Prom:        "agentmeter_runtime_faults_total",
+		Description: "Sandbox runtime faults, by kind (command timeouts, OOM kills, disconnects).",
+		Labels:      "kind",
+	}
+	BudgetCrossings = Instrument{
+		Name: "agentmeter.budget.threshold_crossings", Unit: "{crossing}", Kind: Counter,
+		Prom:        "agentmeter_budget_threshold_crossings_total",
+		Description: "Conversations whose cost crossed 50, 80 or 100 percent of their budget, once each.",
+		Labels:      "threshold = 50 / 80 / 100",
+	}
+	UnpricedCalls = Instrument{
+		Name: "agentmeter.llm.unpriced_calls", Unit: "{call}", Kind: Counter,
+		Prom:        "agentmeter_llm_unpriced_calls_total",
+		Description: "LLM calls with neither a reported cost nor a price in the table: their cost is unknown, not 0.",
+		Labels:      "gen_ai_request_model",
+	}
+	CacheSavings = Instrument{
+		Name: "agentmeter.llm.cache_savings_usd", Unit: "{USD}", Kind: Counter,
+		Prom:        "agentmeter_llm_cache_savings_usd_total",
+		Description: "What cache reads saved against the uncached input price, in USD.",
+	}
+	PricingInfo = Instrument{
+		Name: "agentmeter.pricing.table", Unit: "", Kind: Gauge,
+		Prom:        "agentmeter_pricing_table_info",
+		Description: "The price table in use (value 1), by version.",
+		Labels:      "version",
+	}
+	PricingReloads = Instrument{
+		Name: "agentmeter.pricing.reloads", Unit: "{reload}", Kind: Counter,
+		Prom:        "agentmeter_pricing_reloads_total",
+		Description: "Price table reloads by outcome; a failed reload keeps the previous table.",
+		Labels:      "outcome = success / failure",
+	}
+)
+
+// All lists every instrument in catalogue order.
+var All = []Instrument{
 	TokenUsage, OperationDuration, TimeToFirstChunk, LLMTokens, LLMCost, ContextUtilization,
 	StatusTransitions, AgentConversations, ReceiverEvents, OTLPExports,
 	ReceiverRequests, ReceiverPanics, SeriesOverflow, ConversationsEvicted,
+	ConversationsCreated, SessionStartDuration, ConversationsActive, ConversationsLimit,
+	ConversationsClosed, ConversationCost, ConversationTokens, RuntimeFaults,
+	BudgetCrossings, UnpricedCalls, CacheSavings, PricingInfo, PricingReloads,
 }
 
 // GRPCCodeAttr is the attribute key of ReceiverRequests.

@@ -43,9 +43,13 @@ type llmKey struct {
 // llmSeries holds one attribute set's totals and histograms, and its
 // attribute sets, built once. Guarded by Processor.mu.
 type llmSeries struct {
-	tokens   [numTokenTypes]int64
-	cost     [numCostSources]float64
-	costSeen [numCostSources]bool
+	tokens       [numTokenTypes]int64
+	cost         [numCostSources]float64
+	costSeen     [numCostSources]bool
+	cacheSavings float64
+	priced       bool // cacheSavings has a value
+	unpriced     int64
+	requestModel string
 
 	tokenUsage [2]*histogram // input, output
 	ttft       *histogram
@@ -140,6 +144,7 @@ func (p *Processor) series(agent string, c *pb.LLMCall) *llmSeries {
 		catalog.AttrResponseModel.String(k.responseModel),
 		catalog.AttrAgentName.String(k.agent),
 	)
+	s.requestModel = k.requestModel
 	p.llm[k] = s
 	return s
 }
@@ -151,18 +156,44 @@ func clone(s string) string {
 	return string(append([]byte(nil), s...))
 }
 
-// applyLLMCall aggregates one call. p.mu is held.
-func (p *Processor) applyLLMCall(agent string, c *pb.LLMCall) {
+// applyLLMCall aggregates one call into its series and, when it belongs to
+// a conversation, into the conversation's ledger entry. p.mu is held.
+func (p *Processor) applyLLMCall(conv *conversation, agent string, c *pb.LLMCall) {
 	s := p.series(agent, c)
 	prompt, completion := c.GetPromptTokens(), c.GetCompletionTokens()
+	cacheWrite := c.GetCacheWriteTokens() + c.GetCacheWrite_1HTokens()
 	s.tokens[tokInput] += prompt
 	s.tokens[tokOutput] += completion
 	s.tokens[tokCacheRead] += c.GetCacheReadTokens()
-	s.tokens[tokCacheWrite] += c.GetCacheWriteTokens() + c.GetCacheWrite_1HTokens()
+	s.tokens[tokCacheWrite] += cacheWrite
 	s.tokens[tokReasoning] += c.GetReasoningTokens()
+
+	// Cost: a reported cost wins over the price table; a call with
+	// neither is counted as unpriced, never priced at 0.
+	source, cost := -1, 0.0
 	if c.CostUsd != nil {
-		s.cost[costReported] += *c.CostUsd
-		s.costSeen[costReported] = true
+		source, cost = costReported, *c.CostUsd
+	}
+	if p.pricer != nil {
+		u := Usage{Prompt: prompt, Completion: completion, CacheRead: c.GetCacheReadTokens(),
+			CacheWrite: c.GetCacheWriteTokens(), CacheWrite1h: c.GetCacheWrite_1HTokens()}
+		computed, savings, ok := p.pricer.Price(c.GetProvider(), c.GetResponseModel(), u)
+		if !ok && c.GetResponseModel() != c.GetRequestModel() {
+			computed, savings, ok = p.pricer.Price(c.GetProvider(), c.GetRequestModel(), u)
+		}
+		if ok {
+			s.cacheSavings += savings
+			s.priced = true
+			if source < 0 {
+				source, cost = costComputed, computed
+			}
+		}
+	}
+	if source >= 0 {
+		s.cost[source] += cost
+		s.costSeen[source] = true
+	} else {
+		s.unpriced++
 	}
 
 	failed := c.GetErrorType() != ""
@@ -178,7 +209,37 @@ func (p *Processor) applyLLMCall(agent string, c *pb.LLMCall) {
 	if ttft := c.GetTimeToFirstTokenSeconds(); ttft > 0 {
 		s.ttft.record(ttft)
 	}
-	if cw := c.GetContextWindow(); cw > 0 && prompt > 0 {
+	cw := c.GetContextWindow()
+	if cw > 0 && prompt > 0 {
 		s.ctxUtil.record(float64(prompt) / float64(cw))
+	}
+
+	if conv == nil {
+		return
+	}
+	conv.calls++
+	if failed {
+		conv.failed++
+	}
+	conv.tokens[ledgerInput] += prompt
+	conv.tokens[ledgerOutput] += completion
+	conv.tokens[ledgerCacheRead] += c.GetCacheReadTokens()
+	conv.tokens[ledgerCacheWrite] += c.GetCacheWriteTokens()
+	conv.tokens[ledgerCacheWrite1h] += c.GetCacheWrite_1HTokens()
+	conv.tokens[ledgerReasoning] += c.GetReasoningTokens()
+	conv.contextWindow = max(conv.contextWindow, cw)
+	service := c.GetLlmService()
+	if service == "" {
+		service = "agent"
+	}
+	conv.setPerTurn(service, prompt+completion)
+	if cw > 0 && service == "agent" {
+		conv.contextUtil = float64(prompt) / float64(cw)
+	}
+	if source >= 0 {
+		conv.cost[source] += cost
+		p.checkBudget(conv)
+	} else {
+		conv.unpriced++
 	}
 }

@@ -25,6 +25,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/agentmeter/agentmeter/catalog"
 	pb "github.com/agentmeter/agentmeter/proto/agentmeter/v1"
 )
 
@@ -87,18 +88,26 @@ type Config struct {
 	// MaxAgents bounds the distinct agent names of the status series;
 	// beyond it the name becomes "_other". 0 = 100.
 	MaxAgents int
+	// ClosedRetention is how long a closed conversation stays queryable.
+	ClosedRetention time.Duration
+	// DefaultMaxBudgetUSD is the budget of a conversation whose created
+	// event names none; nil = no budget.
+	DefaultMaxBudgetUSD *float64
 }
 
 // Deps are the processor's collaborators.
 type Deps struct {
 	Logger *slog.Logger
+	// Pricer prices calls sent without a cost; nil = none are priced.
+	Pricer Pricer
 }
 
 // Processor de-duplicates and aggregates events. Safe for concurrent use.
 type Processor struct {
-	cfg   Config
-	log   *slog.Logger
-	start time.Time // start of the cumulative series
+	cfg    Config
+	log    *slog.Logger
+	pricer Pricer
+	start  time.Time // start of the cumulative series
 
 	// mu guards everything below. Consume holds it for one whole batch, so
 	// a batch is applied atomically with respect to collection.
@@ -109,6 +118,7 @@ type Processor struct {
 	overflowCalls int64
 	convs         *conversations
 	status        statusTable
+	life          lifecycle
 
 	stop     chan struct{}
 	done     chan struct{}
@@ -138,6 +148,8 @@ func New(cfg Config, deps Deps) (*Processor, error) {
 		llm:    make(map[llmKey]*llmSeries),
 		convs:  newConversations(cfg.MaxTracked),
 		status: newStatusTable(cfg.MaxAgents),
+		life:   newLifecycle(catalog.SessionStartDuration.Buckets, catalog.ConversationCost.Buckets, catalog.ConversationTokens.Buckets),
+		pricer: deps.Pricer,
 		stop:   make(chan struct{}),
 		done:   make(chan struct{}),
 	}
@@ -180,6 +192,7 @@ func (p *Processor) Sweep(now time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.convs.expireIdle(now.UnixNano()-int64(p.cfg.IdleExpiry), p.forget)
+	p.convs.expireClosed(now.UnixNano()-int64(p.cfg.ClosedRetention), p.forget)
 }
 
 // Shutdown stops the sweep. Safe without Start, idempotent. The totals stay
@@ -224,27 +237,67 @@ func (p *Processor) Consume(_ context.Context, events []*pb.Event, now time.Time
 
 // apply aggregates one new event. p.mu is held.
 func (p *Processor) apply(ev *pb.Event, now int64) Result {
-	var conv *conversation
+	var c *conversation
 	if id := ev.GetConversationId(); id != "" {
-		conv = p.convs.touch(id, now, p.forget)
-		if conv.agent == "" && ev.GetAgent() != "" {
-			conv.agent = clone(ev.GetAgent())
-		}
+		c = p.track(id, ev, now)
 	}
+	var res Result
 	switch payload := ev.GetPayload().(type) {
 	case *pb.Event_LlmCall:
-		p.applyLLMCall(ev.GetAgent(), payload.LlmCall)
+		p.applyLLMCall(c, ev.GetAgent(), payload.LlmCall)
 	case *pb.Event_AgentStatus:
-		if conv != nil {
-			p.applyStatus(conv, ev.GetAgent(), payload.AgentStatus.GetState())
+		if c != nil {
+			p.applyStatus(c, ev.GetAgent(), payload.AgentStatus.GetState())
+		}
+	case *pb.Event_Conversation:
+		if limit := payload.Conversation.GetLimit(); limit != nil {
+			p.life.limit, p.life.hasLimit = limit.GetMaxConcurrentConversations(), true
+		} else if c != nil {
+			res = p.applyConversation(c, payload.Conversation, now)
+		}
+	case *pb.Event_RuntimeFault:
+		p.life.faults[payload.RuntimeFault.GetKind()]++
+		if c != nil {
+			c.faults++
 		}
 	}
-	return Result{}
+	if c != nil && res.Outcome == Accepted {
+		c.changed()
+	}
+	return res
+}
+
+// track returns the ledger entry of conversation id, tracking it when new
+// (an event for a conversation never seen created is not an error: the
+// sidecar may have restarted), and notes the event's time. p.mu is held.
+func (p *Processor) track(id string, ev *pb.Event, now int64) *conversation {
+	c := p.convs.touch(id, now, p.forget)
+	if c.firstEvent == 0 { // new
+		if b := p.cfg.DefaultMaxBudgetUSD; b != nil {
+			c.budget, c.hasBudget = *b, true
+		}
+	}
+	if c.agent == "" && ev.GetAgent() != "" {
+		c.agent = clone(ev.GetAgent())
+	}
+	t := now
+	if ts := ev.GetTime(); ts != nil {
+		t = ts.AsTime().UnixNano()
+	}
+	if c.firstEvent == 0 || t < c.firstEvent {
+		c.firstEvent = t
+	}
+	if t > c.lastEvent {
+		c.lastEvent = t
+	}
+	return c
 }
 
 // forget is called for every conversation dropped from tracking. p.mu is held.
 func (p *Processor) forget(c *conversation, reason evictReason) {
-	if c.state != pb.AgentState_AGENT_STATE_UNSPECIFIED {
+	if c.closed {
+		p.life.closedTracked--
+	} else if c.state != pb.AgentState_AGENT_STATE_UNSPECIFIED {
 		p.status.conversations[c.statusKey]--
 	}
 	p.convs.evicted[reason]++

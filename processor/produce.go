@@ -9,6 +9,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
 	"github.com/agentmeter/agentmeter/catalog"
+	pb "github.com/agentmeter/agentmeter/proto/agentmeter/v1"
 )
 
 // Produce implements go.opentelemetry.io/otel/sdk/metric.Producer: every
@@ -28,6 +29,8 @@ func (p *Processor) Produce(context.Context) ([]metricdata.ScopeMetrics, error) 
 		ctxUtil    = metricdata.Histogram[float64]{Temporality: metricdata.CumulativeTemporality}
 		tokens     = metricdata.Sum[int64]{Temporality: metricdata.CumulativeTemporality, IsMonotonic: true}
 		cost       = metricdata.Sum[float64]{Temporality: metricdata.CumulativeTemporality, IsMonotonic: true}
+		savings    = metricdata.Sum[float64]{Temporality: metricdata.CumulativeTemporality, IsMonotonic: true}
+		unpriced   = map[string]int64{}
 	)
 	add := func(s *llmSeries) {
 		for i, t := range [2]int{tokInput, tokOutput} {
@@ -57,6 +60,14 @@ func (p *Processor) Produce(context.Context) ([]metricdata.ScopeMetrics, error) 
 					Attributes: s.costSets[c], StartTime: start, Time: now, Value: s.cost[c],
 				})
 			}
+		}
+		if s.priced {
+			savings.DataPoints = append(savings.DataPoints, metricdata.DataPoint[float64]{
+				Attributes: s.attrs, StartTime: start, Time: now, Value: s.cacheSavings,
+			})
+		}
+		if s.unpriced > 0 {
+			unpriced[s.requestModel] += s.unpriced
 		}
 	}
 	for _, s := range p.llm {
@@ -88,6 +99,14 @@ func (p *Processor) Produce(context.Context) ([]metricdata.ScopeMetrics, error) 
 		})
 	}
 
+	unpricedSum := metricdata.Sum[int64]{Temporality: metricdata.CumulativeTemporality, IsMonotonic: true}
+	for model, n := range unpriced {
+		unpricedSum.DataPoints = append(unpricedSum.DataPoints, metricdata.DataPoint[int64]{
+			Attributes: attribute.NewSet(catalog.AttrRequestModel.String(model)), StartTime: start, Time: now, Value: n,
+		})
+	}
+	life := p.produceLifecycle(start, now)
+
 	m := func(i catalog.Instrument, data metricdata.Aggregation) metricdata.Metrics {
 		return metricdata.Metrics{Name: i.Name, Description: i.Description, Unit: i.Unit, Data: data}
 	}
@@ -104,6 +123,72 @@ func (p *Processor) Produce(context.Context) ([]metricdata.ScopeMetrics, error) 
 			m(catalog.AgentConversations, conversations),
 			m(catalog.SeriesOverflow, overflow),
 			m(catalog.ConversationsEvicted, evicted),
+			m(catalog.UnpricedCalls, unpricedSum),
+			m(catalog.CacheSavings, savings),
+			m(catalog.ConversationsCreated, life.created),
+			m(catalog.SessionStartDuration, life.sessionStart),
+			m(catalog.ConversationsActive, metricdata.Gauge[int64]{DataPoints: []metricdata.DataPoint[int64]{
+				{Time: now, Value: int64(len(p.convs.byID)) - p.life.closedTracked}}}),
+			m(catalog.ConversationsLimit, life.limit),
+			m(catalog.ConversationsClosed, life.closed),
+			m(catalog.ConversationCost, life.convCost),
+			m(catalog.ConversationTokens, life.convTokens),
+			m(catalog.RuntimeFaults, life.faults),
+			m(catalog.BudgetCrossings, life.crossings),
 		},
 	}}, nil
+}
+
+type lifecycleData struct {
+	created, closed, faults, crossings metricdata.Sum[int64]
+	sessionStart, convCost             metricdata.Histogram[float64]
+	convTokens                         metricdata.Histogram[int64]
+	limit                              metricdata.Gauge[int64]
+}
+
+// produceLifecycle copies the lifecycle totals. p.mu is held.
+func (p *Processor) produceLifecycle(start, now time.Time) lifecycleData {
+	counter := func(values []int64, key attribute.Key, label func(i int) string) metricdata.Sum[int64] {
+		sum := metricdata.Sum[int64]{Temporality: metricdata.CumulativeTemporality, IsMonotonic: true}
+		for i, v := range values {
+			if v == 0 {
+				continue
+			}
+			sum.DataPoints = append(sum.DataPoints, metricdata.DataPoint[int64]{
+				Attributes: attribute.NewSet(key.String(label(i))), StartTime: start, Time: now, Value: v,
+			})
+		}
+		return sum
+	}
+	d := lifecycleData{
+		created: counter(p.life.created, catalog.AttrTrigger, func(i int) string {
+			return enumLabel(pb.ConversationTrigger_name[int32(i)], "CONVERSATION_TRIGGER_")
+		}),
+		closed: counter(p.life.closed, catalog.AttrCloseReason, func(i int) string {
+			return enumLabel(pb.CloseReason_name[int32(i)], "CLOSE_REASON_")
+		}),
+		faults: counter(p.life.faults, catalog.AttrFaultKind, func(i int) string {
+			return enumLabel(pb.RuntimeFaultKind_name[int32(i)], "RUNTIME_FAULT_KIND_")
+		}),
+		crossings:    counter(p.life.crossings[:], catalog.AttrThreshold, func(i int) string { return budgetThresholdNames[i] }),
+		sessionStart: metricdata.Histogram[float64]{Temporality: metricdata.CumulativeTemporality},
+		convCost:     metricdata.Histogram[float64]{Temporality: metricdata.CumulativeTemporality},
+		convTokens:   metricdata.Histogram[int64]{Temporality: metricdata.CumulativeTemporality},
+	}
+	for i, h := range p.life.sessionStart {
+		if h.count > 0 {
+			d.sessionStart.DataPoints = append(d.sessionStart.DataPoints,
+				h.point(attribute.NewSet(catalog.AttrSuccess.Bool(i == 1)), start, now))
+		}
+	}
+	if h := p.life.convCost; h.count > 0 {
+		d.convCost.DataPoints = append(d.convCost.DataPoints, h.point(attribute.NewSet(), start, now))
+	}
+	if h := p.life.convTokens; h.count > 0 {
+		d.convTokens.DataPoints = append(d.convTokens.DataPoints, h.intPoint(attribute.NewSet(), start, now))
+	}
+	if p.life.hasLimit {
+		d.limit.DataPoints = []metricdata.DataPoint[int64]{{Time: now, Value: p.life.limit}}
+	}
+	return d
 }

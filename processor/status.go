@@ -67,10 +67,12 @@ func (p *Processor) applyStatus(c *conversation, agent string, state pb.AgentSta
 		agent = c.agent
 	}
 	k := p.status.key(agent, state)
-	if c.state != pb.AgentState_AGENT_STATE_UNSPECIFIED {
-		p.status.conversations[c.statusKey]--
-	}
 	p.status.transitions[k]++
-	p.status.conversations[k]++
+	if !c.closed { // a closed conversation is in no state of the gauge
+		if c.state != pb.AgentState_AGENT_STATE_UNSPECIFIED {
+			p.status.conversations[c.statusKey]--
+		}
+		p.status.conversations[k]++
+	}
 	c.state, c.statusKey = state, k
 }

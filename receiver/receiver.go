@@ -55,8 +55,10 @@ type Deps struct {
 	Consumer processor.Consumer
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
-	// Register adds more services to the gRPC server (the usage API).
-	Register func(*grpc.Server)
+	// Register adds more services to the gRPC server (the usage API);
+	// draining is closed when the receiver starts shutting down, so that
+	// long-lived streams can end.
+	Register func(s *grpc.Server, draining <-chan struct{})
 }
 
 // Receiver serves the ingest API.
@@ -161,7 +163,7 @@ func New(cfg Config, deps Deps) (*Receiver, error) {
 	healthpb.RegisterHealthServer(r.server, r.health)
 	reflection.Register(r.server)
 	if deps.Register != nil {
-		deps.Register(r.server)
+		deps.Register(r.server, r.draining)
 	}
 	r.SetServing(false)
 	if deps.Meter != nil {
