@@ -1,0 +1,252 @@
+#!/usr/bin/env bash
+# loadbench: whole-process ingest throughput of the agentmeter collector next
+# to a do-nothing server of the same proto (nullsink), measured in one run on
+# this machine, so that the ratio means something despite run-to-run noise.
+#
+# For each batch size it starts a fresh nullsink, loads it, stops it, then
+# starts a fresh collector, waits ~2 s idle (idle RSS), loads it (CPU per event
+# from /proc/PID/stat, peak RSS from VmHWM), stops it. Servers are restarted
+# per batch size so the peak RSS belongs to that batch size.
+#
+# Environment:
+#   LOADBENCH_DURATION      load per server and batch size (default 10s)
+#   LOADBENCH_BATCHES       batch sizes (default "1 100 1000")
+#   LOADBENCH_SUBJECT       collector (default), or nullsink to check the
+#                           harness against itself (ratio ~1 within noise)
+#   LOADBENCH_LOADGEN_ARGS  extra loadgen flags, e.g. "--window 16"
+#   LOADBENCH_READY_SECONDS readiness deadline per server start (default 20)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+duration=${LOADBENCH_DURATION:-10s}
+batches=${LOADBENCH_BATCHES:-"1 100 1000"}
+subject=${LOADBENCH_SUBJECT:-collector}
+ready_seconds=${LOADBENCH_READY_SECONDS:-20}
+read -r -a extra_args <<<"${LOADBENCH_LOADGEN_ARGS:-}"
+idle_seconds=2
+other_max=5 # % of the machine used by other processes above which a row is flagged
+
+case "$subject" in
+collector) subject_label=agentmeter ;;
+nullsink) subject_label="nullsink (A/A)" ;;
+*) echo "loadbench: LOADBENCH_SUBJECT must be collector or nullsink, not $subject" >&2; exit 2 ;;
+esac
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/loadbench.XXXXXX")
+pids=()
+cleanup() {
+	local pid
+	for pid in "${pids[@]}"; do
+		kill -TERM "$pid" 2>/dev/null || true
+	done
+	for pid in "${pids[@]}"; do
+		wait "$pid" 2>/dev/null || true
+	done
+	rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+die() {
+	echo "loadbench: $*" >&2
+	exit 1
+}
+
+echo "# loadbench $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+echo
+echo "- $(go version)"
+echo "- nproc: $(nproc), cpu: $(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo)"
+echo "- commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- 2>/dev/null || echo ' (tree has uncommitted changes)')"
+echo "- load: loadgen --mode stream --streams 1 --duration $duration ${extra_args[*]}"
+echo
+
+mkdir -p bin
+go build -o bin/nullsink ./cmd/nullsink
+go build -o bin/loadgen ./cmd/loadgen
+if [[ $subject == collector ]]; then
+	go build -o bin/collector ./cmd/collector ||
+		die "cannot build ./cmd/collector; LOADBENCH_SUBJECT=nullsink checks the harness without it"
+fi
+
+clk_tck=$(getconf CLK_TCK)
+
+# free_port prints a loopback port that nothing listens on right now. If a
+# process takes it before the server does, the server fails to start and
+# wait_ready says so.
+free_port() {
+	local p
+	for _ in $(seq 100); do
+		p=$((20000 + RANDOM % 40000))
+		if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+			echo "$p"
+			return
+		fi
+	done
+	die "no free port found"
+}
+
+# wait_ready PID PORT LOG [URL]: until the port accepts connections (and URL
+# answers 2xx), failing if the process exits or the deadline passes.
+wait_ready() {
+	local pid=$1 port=$2 log=$3 url=${4:-}
+	local deadline=$((SECONDS + ready_seconds))
+	while ((SECONDS < deadline)); do
+		kill -0 "$pid" 2>/dev/null || { cat "$log" >&2; die "server (pid $pid) exited before it was ready"; }
+		if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null &&
+			{ [[ -z $url ]] || curl -fsS --max-time 1 -o /dev/null "$url" 2>/dev/null; }; then
+			return
+		fi
+		sleep 0.05
+	done
+	cat "$log" >&2
+	die "server (pid $pid) not ready within ${ready_seconds}s"
+}
+
+# stop_server PID: SIGTERM, then SIGKILL if it has not exited within 15 s.
+stop_server() {
+	local pid=$1
+	kill -TERM "$pid" 2>/dev/null || true
+	local deadline=$((SECONDS + 15))
+	while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do
+		sleep 0.05
+	done
+	kill -KILL "$pid" 2>/dev/null || true
+	wait "$pid" 2>/dev/null || true
+	local p rest=()
+	for p in "${pids[@]}"; do [[ $p == "$pid" ]] || rest+=("$p"); done
+	pids=("${rest[@]}")
+}
+
+# cpu_ticks PID: utime+stime in clock ticks (fields 14 and 15 of stat; the
+# command name in field 2 may hold spaces, so split after its closing paren).
+cpu_ticks() {
+	local stat rest f
+	stat=$(<"/proc/$1/stat")
+	rest=${stat##*) }
+	read -r -a f <<<"$rest"
+	echo $((f[11] + f[12]))
+}
+
+# machine_ticks: "BUSY TOTAL" clock ticks of all CPUs so far, from /proc/stat.
+machine_ticks() {
+	awk '$1 == "cpu" {busy = $2 + $3 + $4 + $7 + $8 + $9; print busy, busy + $5 + $6; exit}' /proc/stat
+}
+
+# other_pct BUSY0 TOTAL0 BUSY1 TOTAL1 SERVER_TICKS CLIENT_CPU_SECONDS: the
+# share of the machine that processes other than the server and loadgen used.
+other_pct() {
+	awk -v b="$(($3 - $1))" -v t="$(($4 - $2))" -v s="$5" -v c="$6" -v hz="$clk_tck" \
+		'BEGIN { o = (b - s - c * hz) / t * 100; printf "%.0f", (o < 0 ? 0 : o) }'
+}
+
+# vm_kib PID FIELD: a Vm* line of /proc/PID/status, in KiB.
+vm_kib() {
+	awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status"
+}
+
+# start NAME BATCH: starts a server, sets server_pid, server_port and server_log.
+start() {
+	local name=$1 batch=$2
+	server_port=$(free_port)
+	server_log=$tmp/$name-$batch.log
+	if [[ $name == collector ]]; then
+		local http_port cfg=$tmp/collector-$batch.yaml
+		http_port=$(free_port)
+		cat >"$cfg" <<EOF
+receiver:
+  grpc:
+    endpoint: 127.0.0.1:$server_port
+http:
+  endpoint: 127.0.0.1:$http_port
+exporters:
+  otlp:
+    enabled: false
+EOF
+		bin/collector validate --config "$cfg" >/dev/null 2>"$server_log" ||
+			{ cat "$server_log" >&2; die "collector rejects the benchmark config $(basename "$cfg")"; }
+		bin/collector --config "$cfg" >>"$server_log" 2>&1 &
+		server_pid=$!
+		pids+=("$server_pid")
+		wait_ready "$server_pid" "$server_port" "$server_log" "http://127.0.0.1:$http_port/readyz"
+	else
+		bin/nullsink --listen "127.0.0.1:$server_port" >"$server_log" 2>&1 &
+		server_pid=$!
+		pids+=("$server_pid")
+		wait_ready "$server_pid" "$server_port" "$server_log"
+	fi
+}
+
+# json_field FILE KEY: a number from loadgen's one-line JSON result.
+json_field() {
+	sed -n "s/.*\"$2\":\([0-9.e+-]*\).*/\1/p" "$1"
+}
+
+# load BATCH OUT: runs loadgen against server_port; the JSON result goes to OUT.
+load() {
+	local batch=$1 out=$2
+	if ! bin/loadgen --target "127.0.0.1:$server_port" --mode stream --streams 1 --batch "$batch" \
+		--duration "$duration" --progress 0 --json "${extra_args[@]}" >"$out" 2>"$out.err"; then
+		cat "$out.err" >&2
+		echo "loadbench: loadgen failed (batch $batch, pid $server_pid); log: $(tail -5 "$server_log")" >&2
+		return 1
+	fi
+}
+
+rows=()
+notes=()
+for batch in $batches; do
+	echo "running batch $batch ..." >&2
+
+	start nullsink "$batch"
+	base_out=$tmp/base-$batch.json
+	read -r mb0 mt0 < <(machine_ticks)
+	base_ticks0=$(cpu_ticks "$server_pid")
+	load "$batch" "$base_out" || die "load against nullsink failed"
+	base_ticks1=$(cpu_ticks "$server_pid")
+	read -r mb1 mt1 < <(machine_ticks)
+	base_other=$(other_pct "$mb0" "$mt0" "$mb1" "$mt1" $((base_ticks1 - base_ticks0)) "$(json_field "$base_out" client_cpu_seconds)")
+	stop_server "$server_pid"
+
+	start "$subject" "$batch"
+	sleep "$idle_seconds" # deliberately idle: the idle RSS is measured after it
+	idle_kib=$(vm_kib "$server_pid" VmRSS)
+	subj_out=$tmp/subject-$batch.json
+	read -r mb0 mt0 < <(machine_ticks)
+	ticks0=$(cpu_ticks "$server_pid")
+	load "$batch" "$subj_out" || die "load against $subject failed"
+	ticks1=$(cpu_ticks "$server_pid")
+	read -r mb1 mt1 < <(machine_ticks)
+	subj_other=$(other_pct "$mb0" "$mt0" "$mb1" "$mt1" $((ticks1 - ticks0)) "$(json_field "$subj_out" client_cpu_seconds)")
+	hwm_kib=$(vm_kib "$server_pid" VmHWM)
+	stop_server "$server_pid"
+
+	base_rate=$(json_field "$base_out" events_per_sec)
+	base_events=$(json_field "$base_out" events)
+	rate=$(json_field "$subj_out" events_per_sec)
+	events=$(json_field "$subj_out" events)
+	rejected=$(json_field "$subj_out" rejected)
+	duplicates=$(json_field "$subj_out" duplicates)
+	if ((base_other > other_max || subj_other > other_max)); then
+		notes+=("batch $batch: other processes used ${base_other}% of the machine during the nullsink load and ${subj_other}% during the $subject_label load: this row is noisy")
+	fi
+	if [[ ${rejected:-0} != 0 || ${duplicates:-0} != 0 ]]; then
+		notes+=("batch $batch: $subject rejected $rejected and called $duplicates duplicates of $events events")
+	fi
+	rows+=("$(awk -v b="$batch" -v br="$base_rate" -v bt=$((base_ticks1 - base_ticks0)) -v be="$base_events" \
+		-v r="$rate" -v t=$((ticks1 - ticks0)) -v e="$events" -v hz="$clk_tck" -v hwm="$hwm_kib" -v idle="$idle_kib" \
+		'BEGIN {
+			printf "| %d | %.0f | %.2f | %.0f | %.2f | %.2f | %.1f | %.1f |", b, br, bt * 1e6 / hz / be,
+				r, r / br, t * 1e6 / hz / e, hwm / 1024, idle / 1024
+		}')")
+done
+
+echo "| batch | nullsink events/s | nullsink CPU µs/event | $subject_label events/s | ratio | $subject_label CPU µs/event | $subject_label peak RSS MiB | $subject_label idle RSS MiB |"
+echo "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+printf '%s\n' "${rows[@]}"
+echo
+echo "ratio = $subject_label events/s / nullsink events/s. CPU: server utime+stime over the load / events"
+echo "(tick ${clk_tck} Hz). Peak RSS: VmHWM after the load; idle RSS: VmRSS after ${idle_seconds} s idle, before it."
+echo "One loadgen stream (--window 8 unless overridden) shares the $(nproc) cores with the server."
+for n in "${notes[@]}"; do
+	echo "note: $n"
+done
