@@ -93,7 +93,8 @@ func Validate(ev *pb.Event, now time.Time, lim Limits) (field, reason string, ok
 			}
 		}
 	}
-	if r := checkString(ev.GetAgent(), maxBytes, false, false); r != "" {
+	// agent is the gen_ai.agent.name label: printable like the others.
+	if r := checkString(ev.GetAgent(), maxBytes, false, true); r != "" {
 		return "agent", r, false
 	}
 

@@ -461,3 +461,11 @@ func TestASCIIOnly(t *testing.T) {
 		t.Error(`asciiOnly("", true) = false, want true`)
 	}
 }
+
+func TestValidateAgentIsALabel(t *testing.T) {
+	ev := &pb.Event{EventId: "e", Agent: "Code\nAct", Payload: &pb.Event_LlmCall{LlmCall: &pb.LLMCall{RequestModel: "m"}}}
+	field, reason, ok := Validate(ev, time.Now(), Limits{MaxFutureSkew: time.Minute})
+	if ok || field != "agent" || !strings.Contains(reason, "control character") {
+		t.Fatalf("Validate = %q, %q, %v; want agent rejected for a control character", field, reason, ok)
+	}
+}
