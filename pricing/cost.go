@@ -1,0 +1,50 @@
+package pricing
+
+// Usage is an LLM call's token counts, in agentmeter's convention (that of
+// OpenAI, litellm and OpenTelemetry): Prompt INCLUDES CacheRead, CacheWrite
+// and CacheWrite1h; Completion INCLUDES the reasoning tokens.
+type Usage struct {
+	// Prompt is every input token of the call, cached or not.
+	Prompt int64
+	// Completion is every output token, reasoning included.
+	Completion int64
+	// CacheRead is the prompt tokens read from the provider's cache.
+	CacheRead int64
+	// CacheWrite is the prompt tokens written to the cache at the default
+	// (5-minute) retention.
+	CacheWrite int64
+	// CacheWrite1h is the prompt tokens written to the cache at 1-hour
+	// retention; not part of CacheWrite.
+	CacheWrite1h int64
+}
+
+// Cost prices a call. With r the rates for u.Prompt (see Rates):
+//
+//	uncached = Prompt − CacheRead − CacheWrite − CacheWrite1h
+//	cost     = uncached×r.Input + CacheRead×r.CacheRead + CacheWrite×r.CacheWrite
+//	           + CacheWrite1h×r.CacheWrite1h + Completion×r.Output
+//	savings  = max(0, CacheRead×(r.Input − r.CacheRead))
+//
+// in USD (the rates are per million tokens). Negative counts are taken as 0,
+// and so is a negative uncached count (cache tokens that exceed the prompt:
+// the usage was not in agentmeter's convention). Cost does not allocate; a
+// nil ModelPrice costs 0.
+func (p *ModelPrice) Cost(u Usage) (costUSD, cacheSavingsUSD float64) {
+	if p == nil {
+		return 0, 0
+	}
+	r := p.rates(u.Prompt)
+	prompt, completion := nonNeg(u.Prompt), nonNeg(u.Completion)
+	read, write, write1h := nonNeg(u.CacheRead), nonNeg(u.CacheWrite), nonNeg(u.CacheWrite1h)
+	uncached := max(prompt-read-write-write1h, 0)
+
+	cost := float64(uncached)*r.Input +
+		float64(read)*r.CacheRead +
+		float64(write)*r.CacheWrite +
+		float64(write1h)*r.CacheWrite1h +
+		float64(completion)*r.Output
+	savings := max(float64(read)*(r.Input-r.CacheRead), 0)
+	return cost / 1e6, savings / 1e6
+}
+
+func nonNeg(x int64) int64 { return max(x, 0) }

@@ -1,0 +1,137 @@
+// Package pricing prices an LLM call that its agent sent without a cost,
+// from a price table: per-token list prices of each provider's models.
+//
+// # Hot path
+//
+// The collector keeps a [Watcher], and for each LLMCall without cost_usd does
+//
+//	p, ok := w.Current().Price(call.GetProvider(), call.GetResponseModel())
+//	if ok {
+//		cost, saved := p.Cost(pricing.FromLLMCall(call))
+//	}
+//
+// A (provider, model) pair seen before costs one map read under a read
+// lock, and neither call allocates. The lookups are memoised per Table, at
+// most 4096 pairs (the memo is cleared when full) and only for names of up
+// to 256 bytes, so a client sending random model names cannot grow memory.
+//
+// # Cost
+//
+// Token counts follow agentmeter's wire contract (OpenAI, litellm and
+// OpenTelemetry's convention): the prompt INCLUDES the cache reads and
+// writes, the completion INCLUDES the reasoning tokens. See [Usage] and
+// [ModelPrice.Cost] for the formula, and FromOpenAIUsage, FromAnthropicUsage,
+// FromLiteLLMUsage and FromBedrockUsage for mapping each provider's usage
+// object to it (Anthropic and Bedrock count input tokens without the cache).
+//
+// # File format
+//
+// A table is a YAML (.yaml, .yml) or JSON (.json) file. Decoding is strict:
+// an unknown or repeated key is an error, as is a quoted number. Every
+// problem of a file is reported at once, each with its path and line, e.g.
+//
+//	models[3].cache_read: must not be negative, got -0.3 (line 41)
+//
+// Prices are in USD per million tokens, as providers publish them.
+//
+//	# Optional. Version() returns it; without it, "sha256:" and the first
+//	# 12 hex digits of the file's SHA-256.
+//	version: "2025-11-24"
+//	# Optional: the date the prices were taken from the sources, YYYY-MM-DD.
+//	as_of: 2025-11-24
+//	# Optional: the providers' pricing pages, http(s) URLs.
+//	sources:
+//	  - https://docs.claude.com/en/docs/about-claude/pricing
+//	# Optional: more provider aliases (see Matching), alias: canonical name.
+//	provider_aliases:
+//	  my_gateway: openai
+//	# Required, at least one entry.
+//	models:
+//	  - provider: anthropic          # required: gen_ai.provider.name
+//	    name: claude-sonnet-4-20250514 # required, unique per provider
+//	    aliases: [claude-sonnet-4-0, claude-sonnet-4]
+//	    patterns: ["claude-sonnet-4-*"]
+//	    input: 3.00                  # required
+//	    output: 15.00                # required; reasoning tokens are output
+//	    cache_read: 0.30             # default: input
+//	    cache_write: 3.75            # 5-minute cache write; default: input
+//	    cache_write_1h: 6.00         # 1-hour cache write; default: cache_write
+//	    tiers:                       # optional long-context tiers
+//	      - threshold: 200000        # required, > 0
+//	        input: 6.00              # required
+//	        output: 22.50            # required
+//	        cache_read: 0.60         # defaults as above, from the tier's input
+//	        cache_write: 7.50
+//	        cache_write_1h: 12.00
+//
+// A price must be a finite number >= 0 (0 is a free model). A tier applies
+// when the call's prompt tokens (cache reads and writes included) are MORE
+// than its threshold, and then every price of the call is the tier's: with
+// several tiers, the one with the highest threshold the prompt exceeds. Two
+// tiers of a model may not share a threshold; a model has at most 16.
+//
+// The fallbacks for absent cache prices are deliberate: cache_read and
+// cache_write default to input (a provider that bills no cache discount or
+// premium), cache_write_1h defaults to cache_write. The embedded table
+// relies on them for OpenAI (no cache-write charge) and Gemini (cache
+// storage is billed per hour, which a per-call price cannot express).
+//
+// YAML anchors and aliases work; merge keys (<<) do not. A file has one
+// document and at most 8 MiB, 10000 models and 256 aliases or patterns per
+// model.
+//
+// Validation rejects, naming the path: a negative, NaN or infinite price; a
+// missing input or output; a missing provider or name, or an empty one; a
+// name, alias or pattern declared twice for the same provider (names and
+// aliases share one namespace, compared case-insensitively); a tier without
+// a threshold or with one <= 0; a pattern that is not valid path.Match
+// syntax or has no wildcard (list it under aliases instead); an as_of that
+// is not a date; a source that is not an http(s) URL.
+//
+// # Matching
+//
+// Provider and model names are compared case-insensitively, without
+// surrounding spaces. A lookup (provider, model):
+//
+//  1. Canonicalises the provider through the provider aliases. Built in:
+//     bedrock, bedrock_converse and aws_bedrock are aws.bedrock; vertex_ai,
+//     vertex_ai_beta and vertexai are gcp.vertex_ai; gemini is gcp.gemini;
+//     azure is azure.ai.openai; azure_ai is azure.ai.inference. The table's
+//     provider_aliases add to these and override them; "x: x" makes x a
+//     provider of its own. A model entry's provider is canonicalised the
+//     same way.
+//  2. Strips litellm-style prefixes from the model: while the model has a
+//     "/" and the part before it is a provider of the table or a provider
+//     alias, that part is removed ("anthropic/claude-sonnet-4-0",
+//     "openai/gpt-4o", "bedrock/us.anthropic..."); after aws.bedrock, so are
+//     litellm's "converse/" and "invoke/" routes. When the call has no
+//     provider, the first prefix becomes its provider; when it has one, the
+//     call's provider wins.
+//  3. Tries the model as sent, then, for a Bedrock cross-region inference
+//     profile id (us., us-gov., eu., apac., jp., au., ca. or global.
+//     followed by vendor.model), the id without that prefix: so
+//     "us.anthropic.claude-sonnet-4-20250514-v1:0" finds the entry
+//     "anthropic.claude-sonnet-4-20250514-v1:0", while an entry named
+//     "global.anthropic..." (priced differently) is found first for its
+//     own id.
+//  4. Within the provider, an exact name beats an alias, which beats a
+//     pattern (of the model as sent before the model without its region);
+//     among patterns the longest wins, and between patterns of equal
+//     length the first declared. A pattern is a path.Match glob ("*" does
+//     not cross "/"), except that a pattern whose only wildcard is a final
+//     "*" is a plain prefix, which does.
+//  5. With no provider, every provider is searched; the best match (by
+//     the order of step 4) wins if it is unambiguous: one provider matches
+//     at that rank, or all that do charge the same prices. Otherwise the
+//     call is unpriced.
+//
+// # Reloading
+//
+// [Watcher] serves the current table from an atomic pointer, reloads it on
+// Reload (SIGHUP) and when the file changes, and keeps the previous table
+// when a new one fails to load; see its documentation.
+//
+// The embedded default table, pricing/default_prices.yaml, holds list
+// prices of the main OpenAI, Anthropic (direct and Bedrock) and Google
+// Gemini models as of its as_of date; check them against its sources.
+package pricing
