@@ -1,0 +1,575 @@
+// Package config holds the collector configuration: its types, the defaults
+// (Default), strict YAML loading with ${env:NAME} expansion (Parse, Load) and
+// the checks on every value (Validate).
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Protocols of the OTLP exporter.
+const (
+	// ProtocolGRPC is OTLP over gRPC; the endpoint is host:port.
+	ProtocolGRPC = "grpc"
+	// ProtocolHTTPProtobuf is OTLP over HTTP with protobuf bodies; the
+	// endpoint is a full http:// or https:// URL.
+	ProtocolHTTPProtobuf = "http/protobuf"
+)
+
+// defaultOTLPHTTPEndpoint is exporters.otlp.endpoint when the protocol is
+// http/protobuf and the file sets no endpoint.
+const defaultOTLPHTTPEndpoint = "http://localhost:4318/v1/metrics"
+
+// maxFileSize bounds what Load reads: a config file is a few KiB.
+const maxFileSize = 1 << 20
+
+// Config is the whole collector configuration. The zero Config is not
+// valid: start from Default, or use Parse or Load, which decode over it.
+type Config struct {
+	// Receiver is the gRPC ingest of agent events.
+	Receiver Receiver `yaml:"receiver"`
+	// HTTP is the server of /metrics, /healthz and /readyz.
+	HTTP HTTP `yaml:"http"`
+	// Exporters are where the metrics go: Prometheus scrape, OTLP push.
+	Exporters Exporters `yaml:"exporters"`
+	// Conversations bounds the per-conversation state and budgets.
+	Conversations Conversations `yaml:"conversations"`
+	// Pricing chooses the price table.
+	Pricing Pricing `yaml:"pricing"`
+	// Shutdown bounds the graceful stop.
+	Shutdown Shutdown `yaml:"shutdown"`
+	// Log configures the collector's own log.
+	Log Log `yaml:"log"`
+}
+
+// Receiver configures the ingest of agent events.
+type Receiver struct {
+	// GRPC is the gRPC server the agents send to.
+	GRPC GRPC `yaml:"grpc"`
+	// MaxEventsPerRequest is the most events one ingest request may carry;
+	// a larger request is rejected whole. Default 10000; must be >= 1
+	// (0 is invalid, not "unlimited").
+	MaxEventsPerRequest int `yaml:"max_events_per_request"`
+	// DedupeWindow is how long an event id is remembered so that a retried
+	// event is counted once. Default 10m; 0 disables de-duplication;
+	// must be >= 0.
+	DedupeWindow time.Duration `yaml:"dedupe_window"`
+	// DedupeMaxIDs is the most event ids held for de-duplication (the
+	// oldest are forgotten first). Default 1000000; must be >= 1 when
+	// DedupeWindow > 0, unused when it is 0.
+	DedupeMaxIDs int `yaml:"dedupe_max_ids"`
+	// MaxFutureSkew is how far ahead of the collector's clock an event time
+	// may be; an event further ahead is rejected. Default 5m; must be > 0.
+	MaxFutureSkew time.Duration `yaml:"max_future_skew"`
+}
+
+// GRPC configures the ingest gRPC server.
+type GRPC struct {
+	// Endpoint is the host:port to listen on. Default "localhost:4320": a
+	// sidecar shares the pod network, so agents reach it on localhost. An
+	// empty host listens on every interface; port 0 picks a free port.
+	Endpoint string `yaml:"endpoint"`
+	// MaxRecvMsgSizeMiB is the largest request accepted, in MiB. Default 16;
+	// must be between 1 and 256.
+	MaxRecvMsgSizeMiB int `yaml:"max_recv_msg_size_mib"`
+	// MaxConcurrentStreams is the most concurrent streams per client
+	// connection. Default 16; must be >= 1.
+	MaxConcurrentStreams uint32 `yaml:"max_concurrent_streams"`
+}
+
+// HTTP configures the HTTP server.
+type HTTP struct {
+	// Endpoint is the host:port serving /metrics, /healthz and /readyz.
+	// Default "0.0.0.0:9464", so that Prometheus and the kubelet can reach
+	// it. Port 0 picks a free port.
+	Endpoint string `yaml:"endpoint"`
+}
+
+// Exporters configures where the metrics go.
+type Exporters struct {
+	// Prometheus serves the metrics for scraping on the HTTP server.
+	Prometheus Prometheus `yaml:"prometheus"`
+	// OTLP pushes the metrics to an OTLP receiver.
+	OTLP OTLP `yaml:"otlp"`
+}
+
+// Prometheus configures the scrape endpoint.
+type Prometheus struct {
+	// Enabled serves the metrics on the HTTP server. Default true.
+	Enabled bool `yaml:"enabled"`
+	// Path is the URL path of the metrics. Default "/metrics"; must start
+	// with "/", be a plain clean path, and not be /healthz or /readyz.
+	Path string `yaml:"path"`
+}
+
+// OTLP configures the OTLP push exporter.
+type OTLP struct {
+	// Enabled pushes the metrics every Interval. Default false.
+	Enabled bool `yaml:"enabled"`
+	// Endpoint is where to push: host:port for protocol grpc (default
+	// "localhost:4317"), a full http:// or https:// URL with its path for
+	// http/protobuf (default "http://localhost:4318/v1/metrics" when the
+	// file leaves the key out or empty). An explicit "" is invalid.
+	Endpoint string `yaml:"endpoint"`
+	// Protocol is "grpc" (default) or "http/protobuf".
+	Protocol string `yaml:"protocol"`
+	// Insecure sends in plaintext instead of TLS. Default true: a sidecar
+	// pushes to a node-local collector. For http/protobuf it must be false
+	// with an https:// endpoint (true would send plaintext there).
+	Insecure bool `yaml:"insecure"`
+	// Headers are sent with every export, such as an authorization token.
+	// Keys must be valid HTTP header names (for grpc, also valid gRPC
+	// metadata keys, not starting with "grpc-"); values must not be empty.
+	// Default none.
+	Headers map[string]string `yaml:"headers"`
+	// Interval is the time between two pushes. Default 30s; must be > 0.
+	Interval time.Duration `yaml:"interval"`
+	// Timeout bounds one push. Default 10s; must be > 0 and <= Interval.
+	Timeout time.Duration `yaml:"timeout"`
+}
+
+// Conversations bounds the per-conversation state.
+type Conversations struct {
+	// IdleExpiry is how long a conversation with no event stays tracked:
+	// after it, the conversation leaves the state gauge and the ledger.
+	// Default 30m; must be > 0.
+	IdleExpiry time.Duration `yaml:"idle_expiry"`
+	// ClosedRetention is how long a closed conversation stays queryable.
+	// Default 5m; 0 forgets it at once; must be >= 0.
+	ClosedRetention time.Duration `yaml:"closed_retention"`
+	// MaxTracked is the most conversations tracked at once; beyond it the
+	// oldest is evicted. Default 10000; must be >= 1.
+	MaxTracked int `yaml:"max_tracked"`
+	// DefaultMaxBudgetUSD is the budget, in USD, of a conversation that
+	// states none. Default nil: no budget. When set it must be finite and
+	// > 0 (0 is invalid: omit the key for no budget).
+	DefaultMaxBudgetUSD *float64 `yaml:"default_max_budget_usd"`
+}
+
+// Pricing chooses the price table.
+type Pricing struct {
+	// Table is the path of a price table file (YAML or JSON). Default "":
+	// the table built into the binary. Load resolves a relative path
+	// against the directory of the config file.
+	Table string `yaml:"table"`
+}
+
+// Shutdown bounds the graceful stop.
+type Shutdown struct {
+	// GracePeriod is the most time a stop may take, the final export
+	// included. Default 15s; must be > 0.
+	GracePeriod time.Duration `yaml:"grace_period"`
+}
+
+// Log configures the collector's own log.
+type Log struct {
+	// Level is the least severe level logged: debug, info (default), warn
+	// or error.
+	Level string `yaml:"level"`
+	// Format is json (default, for containers) or text (for a terminal).
+	Format string `yaml:"format"`
+}
+
+// Default returns the configuration with every default. It is the one place
+// defaults are set; config.yaml at the repository root spells them out.
+func Default() Config {
+	return Config{
+		Receiver: Receiver{
+			GRPC: GRPC{
+				Endpoint:             "localhost:4320",
+				MaxRecvMsgSizeMiB:    16,
+				MaxConcurrentStreams: 16,
+			},
+			MaxEventsPerRequest: 10000,
+			DedupeWindow:        10 * time.Minute,
+			DedupeMaxIDs:        1000000,
+			MaxFutureSkew:       5 * time.Minute,
+		},
+		HTTP: HTTP{Endpoint: "0.0.0.0:9464"},
+		Exporters: Exporters{
+			Prometheus: Prometheus{Enabled: true, Path: "/metrics"},
+			OTLP: OTLP{
+				Enabled:  false,
+				Endpoint: "localhost:4317",
+				Protocol: ProtocolGRPC,
+				Insecure: true,
+				Interval: 30 * time.Second,
+				Timeout:  10 * time.Second,
+			},
+		},
+		Conversations: Conversations{
+			IdleExpiry:      30 * time.Minute,
+			ClosedRetention: 5 * time.Minute,
+			MaxTracked:      10000,
+		},
+		Pricing:  Pricing{Table: ""},
+		Shutdown: Shutdown{GracePeriod: 15 * time.Second},
+		Log:      Log{Level: "info", Format: "json"},
+	}
+}
+
+// Load reads the file at path and parses it with Parse. A relative
+// pricing.table is resolved against the file's directory. Errors name the
+// path; on error the returned Config is the zero Config.
+func Load(path string) (Config, error) {
+	data, err := readFile(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("load config %q: %w", path, err)
+	}
+	cfg, err := Parse(data)
+	if err != nil {
+		return Config{}, fmt.Errorf("load config %q: %w", path, err)
+	}
+	if t := cfg.Pricing.Table; t != "" && !filepath.IsAbs(t) {
+		cfg.Pricing.Table = filepath.Join(filepath.Dir(path), t)
+	}
+	return cfg, nil
+}
+
+func readFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxFileSize+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > maxFileSize {
+		return nil, fmt.Errorf("file is larger than %d bytes", maxFileSize)
+	}
+	return data, nil
+}
+
+// SlogLevel maps Log.Level to a slog.Level; anything but debug, warn and
+// error (which Validate rejects) is info.
+func (c Config) SlogLevel() slog.Level {
+	switch c.Log.Level {
+	case "debug":
+		return slog.LevelDebug
+	case "warn":
+		return slog.LevelWarn
+	case "error":
+		return slog.LevelError
+	default:
+		return slog.LevelInfo
+	}
+}
+
+// Validate reports every value problem of c, joined with errors.Join. Each
+// message names the dotted YAML path of the value, such as
+// "receiver.grpc.max_recv_msg_size_mib must be between 1 and 256, got 0".
+func (c Config) Validate() error {
+	errs := []error{
+		c.Receiver.Validate(),
+		c.HTTP.Validate(),
+		c.Exporters.Validate(),
+		c.Conversations.Validate(),
+		c.Pricing.Validate(),
+		c.Shutdown.Validate(),
+		c.Log.Validate(),
+	}
+	// The two servers cannot share a port.
+	gh, gp, gerr := net.SplitHostPort(c.Receiver.GRPC.Endpoint)
+	hh, hp, herr := net.SplitHostPort(c.HTTP.Endpoint)
+	if gerr == nil && herr == nil && gp == hp && gp != "0" && (gh == hh || anyHost(gh) || anyHost(hh)) {
+		errs = append(errs, mustf("http.endpoint", "receiver.grpc.endpoint",
+			"must not use the port of receiver.grpc.endpoint (%s), got %q", gp, c.HTTP.Endpoint))
+	}
+	return errors.Join(errs...)
+}
+
+// anyHost reports whether a listen host means every interface.
+func anyHost(h string) bool {
+	return h == "" || h == "0.0.0.0" || h == "::"
+}
+
+// Validate reports the problems of the receiver section.
+func (r Receiver) Validate() error {
+	var errs []error
+	errs = append(errs, r.GRPC.Validate())
+	if r.MaxEventsPerRequest < 1 {
+		errs = append(errs, mustf("receiver.max_events_per_request", "", "must be >= 1, got %d", r.MaxEventsPerRequest))
+	}
+	if r.DedupeWindow < 0 {
+		errs = append(errs, mustf("receiver.dedupe_window", "", "must be >= 0 (0 disables de-duplication), got %s", r.DedupeWindow))
+	}
+	if r.DedupeWindow > 0 && r.DedupeMaxIDs < 1 {
+		errs = append(errs, mustf("receiver.dedupe_max_ids", "receiver.dedupe_window",
+			"must be >= 1 while receiver.dedupe_window > 0, got %d", r.DedupeMaxIDs))
+	}
+	if r.MaxFutureSkew <= 0 {
+		errs = append(errs, mustf("receiver.max_future_skew", "", "must be > 0, got %s", r.MaxFutureSkew))
+	}
+	return errors.Join(errs...)
+}
+
+// Validate reports the problems of the receiver.grpc section.
+func (g GRPC) Validate() error {
+	var errs []error
+	if err := checkListen("receiver.grpc.endpoint", g.Endpoint); err != nil {
+		errs = append(errs, err)
+	}
+	if g.MaxRecvMsgSizeMiB < 1 || g.MaxRecvMsgSizeMiB > 256 {
+		errs = append(errs, mustf("receiver.grpc.max_recv_msg_size_mib", "", "must be between 1 and 256, got %d", g.MaxRecvMsgSizeMiB))
+	}
+	if g.MaxConcurrentStreams < 1 {
+		errs = append(errs, mustf("receiver.grpc.max_concurrent_streams", "", "must be >= 1, got %d", g.MaxConcurrentStreams))
+	}
+	return errors.Join(errs...)
+}
+
+// Validate reports the problems of the http section.
+func (h HTTP) Validate() error {
+	return checkListen("http.endpoint", h.Endpoint)
+}
+
+// Validate reports the problems of the exporters section.
+func (e Exporters) Validate() error {
+	return errors.Join(e.Prometheus.Validate(), e.OTLP.Validate())
+}
+
+// Validate reports the problems of the exporters.prometheus section.
+func (p Prometheus) Validate() error {
+	const path = "exporters.prometheus.path"
+	switch {
+	case !strings.HasPrefix(p.Path, "/"):
+		return mustf(path, "", "must start with \"/\", got %q", p.Path)
+	case strings.IndexFunc(p.Path, notPathChar) >= 0:
+		return mustf(path, "", "must be a plain URL path (letters, digits and - . _ ~ /), got %q", p.Path)
+	case p.Path != "/" && (strings.HasSuffix(p.Path, "/") || strings.Contains(p.Path, "//") ||
+		strings.Contains(p.Path+"/", "/./") || strings.Contains(p.Path+"/", "/../")):
+		return mustf(path, "", "must be a clean path (no trailing /, //, . or ..), got %q", p.Path)
+	case p.Path == "/healthz" || p.Path == "/readyz":
+		return mustf(path, "", "must not be /healthz or /readyz (the collector serves those), got %q", p.Path)
+	}
+	return nil
+}
+
+// notPathChar reports whether r may not appear in exporters.prometheus.path,
+// which becomes a net/http ServeMux pattern: wildcards, spaces and escapes
+// would change its meaning or make registration panic.
+func notPathChar(r rune) bool {
+	return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-._~/", r))
+}
+
+// Validate reports the problems of the exporters.otlp section. It checks
+// the section whether or not it is enabled.
+func (o OTLP) Validate() error {
+	var errs []error
+	switch o.Protocol {
+	case ProtocolGRPC:
+		if err := checkDial("exporters.otlp.endpoint", o.Endpoint); err != nil {
+			errs = append(errs, err)
+		}
+	case ProtocolHTTPProtobuf:
+		if !validOTLPURL(o.Endpoint) {
+			errs = append(errs, mustf("exporters.otlp.endpoint", "exporters.otlp.protocol",
+				"must be an http:// or https:// URL with a path, such as %s, for protocol %s, got %q",
+				defaultOTLPHTTPEndpoint, ProtocolHTTPProtobuf, o.Endpoint))
+		} else if u, _ := url.Parse(o.Endpoint); o.Insecure && u.Scheme == "https" {
+			errs = append(errs, mustf("exporters.otlp.insecure", "exporters.otlp.endpoint",
+				"must be false with an https:// endpoint (true would send plaintext), got true"))
+		}
+	default:
+		errs = append(errs, mustf("exporters.otlp.protocol", "", "must be %q or %q, got %q", ProtocolGRPC, ProtocolHTTPProtobuf, o.Protocol))
+	}
+	errs = append(errs, o.validateHeaders()...)
+	if o.Interval <= 0 {
+		errs = append(errs, mustf("exporters.otlp.interval", "", "must be > 0, got %s", o.Interval))
+	}
+	switch {
+	case o.Timeout <= 0:
+		errs = append(errs, mustf("exporters.otlp.timeout", "", "must be > 0, got %s", o.Timeout))
+	case o.Interval > 0 && o.Timeout > o.Interval:
+		errs = append(errs, mustf("exporters.otlp.timeout", "exporters.otlp.interval",
+			"must be <= exporters.otlp.interval (%s), got %s", o.Interval, o.Timeout))
+	}
+	return errors.Join(errs...)
+}
+
+func validOTLPURL(s string) bool {
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Hostname() == "" || u.Path == "" {
+		return false
+	}
+	if p := u.Port(); p != "" {
+		n, err := strconv.Atoi(p)
+		return err == nil && n >= 1 && n <= 65535
+	}
+	return true
+}
+
+// validateHeaders checks exporters.otlp.headers, in key order so that the
+// messages are stable.
+func (o OTLP) validateHeaders() []error {
+	const path = "exporters.otlp.headers"
+	var errs []error
+	fail := func(key, format string, args ...any) {
+		errs = append(errs, &problem{path: path + "." + key, msg: path + ": " + fmt.Sprintf(format, args...)})
+	}
+	keys := make([]string, 0, len(o.Headers))
+	for k := range o.Headers {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	seen := make(map[string]string, len(keys))
+	for _, k := range keys {
+		v := o.Headers[k]
+		switch {
+		case !validHeaderName(k):
+			fail(k, "%q is not a valid HTTP header name", k)
+		case o.Protocol == ProtocolGRPC && strings.IndexFunc(k, notMetadataChar) >= 0:
+			fail(k, "%q is not a valid gRPC metadata key (letters, digits and - _ . only)", k)
+		case o.Protocol == ProtocolGRPC && strings.HasPrefix(strings.ToLower(k), "grpc-"):
+			fail(k, "%q is reserved by gRPC", k)
+		case seen[strings.ToLower(k)] != "":
+			fail(k, "%q and %q are the same header", seen[strings.ToLower(k)], k)
+		case v == "":
+			fail(k, "%q has an empty value", k)
+		case strings.IndexFunc(v, notFieldChar) >= 0:
+			fail(k, "%q has a value with control characters", k)
+		case o.Protocol == ProtocolGRPC && !strings.HasSuffix(strings.ToLower(k), "-bin") &&
+			strings.IndexFunc(v, func(r rune) bool { return r < 0x20 || r > 0x7e }) >= 0:
+			fail(k, "%q has a value gRPC metadata cannot carry (printable ASCII only)", k)
+		}
+		if seen[strings.ToLower(k)] == "" {
+			seen[strings.ToLower(k)] = k
+		}
+	}
+	return errs
+}
+
+// validHeaderName reports whether k is an RFC 9110 token.
+func validHeaderName(k string) bool {
+	if k == "" {
+		return false
+	}
+	for _, r := range k {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("!#$%&'*+-.^_`|~", r)) {
+			return false
+		}
+	}
+	return true
+}
+
+// notMetadataChar reports whether r may not appear in a gRPC metadata key
+// (grpc-go lowercases upper case letters).
+func notMetadataChar(r rune) bool {
+	return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.')
+}
+
+// notFieldChar reports whether r may not appear in an HTTP field value.
+func notFieldChar(r rune) bool {
+	return r < 0x20 && r != '\t' || r == 0x7f
+}
+
+// Validate reports the problems of the conversations section.
+func (c Conversations) Validate() error {
+	var errs []error
+	if c.IdleExpiry <= 0 {
+		errs = append(errs, mustf("conversations.idle_expiry", "", "must be > 0, got %s", c.IdleExpiry))
+	}
+	if c.ClosedRetention < 0 {
+		errs = append(errs, mustf("conversations.closed_retention", "", "must be >= 0, got %s", c.ClosedRetention))
+	}
+	if c.MaxTracked < 1 {
+		errs = append(errs, mustf("conversations.max_tracked", "", "must be >= 1, got %d", c.MaxTracked))
+	}
+	if b := c.DefaultMaxBudgetUSD; b != nil && (math.IsNaN(*b) || math.IsInf(*b, 0) || *b <= 0) {
+		errs = append(errs, mustf("conversations.default_max_budget_usd", "",
+			"must be a finite number > 0 (omit it for no budget), got %v", *b))
+	}
+	return errors.Join(errs...)
+}
+
+// Validate reports the problems of the pricing section.
+func (p Pricing) Validate() error {
+	if strings.ContainsRune(p.Table, 0) {
+		return mustf("pricing.table", "", "must be a file path, got %q", p.Table)
+	}
+	return nil
+}
+
+// Validate reports the problems of the shutdown section.
+func (s Shutdown) Validate() error {
+	if s.GracePeriod <= 0 {
+		return mustf("shutdown.grace_period", "", "must be > 0, got %s", s.GracePeriod)
+	}
+	return nil
+}
+
+// Validate reports the problems of the log section.
+func (l Log) Validate() error {
+	var errs []error
+	switch l.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, mustf("log.level", "", "must be one of debug, info, warn, error; got %q", l.Level))
+	}
+	switch l.Format {
+	case "json", "text":
+	default:
+		errs = append(errs, mustf("log.format", "", "must be json or text, got %q", l.Format))
+	}
+	return errors.Join(errs...)
+}
+
+// checkListen checks a host:port to listen on: any host, port 0..65535.
+func checkListen(path, endpoint string) error {
+	if _, port, err := net.SplitHostPort(endpoint); err != nil || !validPort(port, 0) {
+		return mustf(path, "", "must be host:port with a numeric port 0-65535, got %q", endpoint)
+	}
+	return nil
+}
+
+// checkDial checks a host:port to connect to: a host, port 1..65535.
+func checkDial(path, endpoint string) error {
+	if host, port, err := net.SplitHostPort(endpoint); err != nil || host == "" || !validPort(port, 1) {
+		return mustf(path, "", "must be host:port with a host and a numeric port 1-65535 for protocol grpc, got %q", endpoint)
+	}
+	return nil
+}
+
+func validPort(port string, lowest int) bool {
+	if port == "" || len(port) > 5 || strings.IndexFunc(port, func(r rune) bool { return r < '0' || r > '9' }) >= 0 {
+		return false
+	}
+	n, _ := strconv.Atoi(port)
+	return n >= lowest && n <= 65535
+}
+
+// problem is one thing wrong with a configuration. Validate returns them
+// without a line; Parse adds the line of the value in the file.
+type problem struct {
+	line int    // 1-based line in the file; 0 when unknown
+	path string // dotted YAML path of the value at fault
+	also string // another path the check depends on, or ""
+	msg  string // the whole message, starting with path
+}
+
+func (p *problem) Error() string {
+	if p.line > 0 {
+		return "line " + strconv.Itoa(p.line) + ": " + p.msg
+	}
+	return p.msg
+}
+
+// mustf returns the problem "<path> <format...>", such as
+// "log.level must be ...". also names another path the check depends on.
+func mustf(path, also, format string, args ...any) error {
+	return &problem{path: path, also: also, msg: path + " " + fmt.Sprintf(format, args...)}
+}

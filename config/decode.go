@@ -1,0 +1,452 @@
+package config
+
+import (
+	"bytes"
+	"cmp"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Parse decodes a YAML configuration over Default and validates it.
+//
+// ${env:NAME} and ${env:NAME:-default} in a value are replaced by the
+// environment variable NAME: empty when it is unset and has no default,
+// the default only when it is unset. $$ is a literal $. Expansion applies to
+// values, never to keys or comments, and an expanded value cannot change
+// the structure of the document; a plain (unquoted) value is typed after
+// expansion, so `max_tracked: ${env:N}` is an int, and a quoted one stays a
+// string.
+//
+// Decoding is strict: an unknown or repeated key, a value of the wrong type
+// and a malformed ${...} are errors naming the line and the dotted path, such
+// as "line 7: exporters.otlp.endpiont: unknown key". A key that is omitted or
+// left empty keeps its default; an empty file is Default. Parse reports every
+// decoding and Validate problem at once, joined with errors.Join and in line
+// order. On error the returned Config is the zero Config.
+func Parse(data []byte) (Config, error) {
+	cfg := Default()
+	root, err := parseDocument(data)
+	if err != nil {
+		return Config{}, err
+	}
+	d := decoder{lookupEnv: os.LookupEnv, lines: map[string]int{}, set: map[string]bool{}, failed: map[string]bool{}}
+	if root != nil {
+		d.decodeStruct(root, reflect.ValueOf(&cfg).Elem(), "")
+	}
+	if cfg.Exporters.OTLP.Protocol == ProtocolHTTPProtobuf && !d.set["exporters.otlp.endpoint"] {
+		cfg.Exporters.OTLP.Endpoint = defaultOTLPHTTPEndpoint
+	}
+
+	problems := d.problems
+	for _, err := range flatten(cfg.Validate()) {
+		var p *problem
+		if errors.As(err, &p) {
+			if d.failed[p.path] || d.failed[p.also] {
+				continue // its value did not decode: that is the problem to report
+			}
+			p.line = d.lines[p.path]
+			if p.line == 0 {
+				p.line = d.lines[p.also] // the value that made a default wrong
+			}
+		}
+		problems = append(problems, err)
+	}
+	if len(problems) == 0 {
+		return cfg, nil
+	}
+	slices.SortStableFunc(problems, func(a, b error) int {
+		return cmp.Compare(lineOf(a), lineOf(b))
+	})
+	return Config{}, errors.Join(problems...)
+}
+
+// lineOf orders problems: by line, those without a line last.
+func lineOf(err error) int {
+	var p *problem
+	if errors.As(err, &p) && p.line > 0 {
+		return p.line
+	}
+	return int(^uint(0) >> 1)
+}
+
+// flatten lists the leaves of a tree of errors.Join errors.
+func flatten(err error) []error {
+	if err == nil {
+		return nil
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		var out []error
+		for _, e := range j.Unwrap() {
+			out = append(out, flatten(e)...)
+		}
+		return out
+	}
+	return []error{err}
+}
+
+// parseDocument parses data into a node tree and returns its top-level
+// node, or nil for a file without content. A file holds one document.
+func parseDocument(data []byte) (*yaml.Node, error) {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var doc yaml.Node
+	if err := dec.Decode(&doc); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, nil
+		}
+		return nil, syntaxError(err)
+	}
+	var next yaml.Node
+	switch err := dec.Decode(&next); {
+	case errors.Is(err, io.EOF):
+	case err != nil:
+		return nil, syntaxError(err)
+	case len(next.Content) > 0 && !isNull(next.Content[0]):
+		return nil, &problem{line: next.Content[0].Line, msg: "a config file holds one YAML document, found a second"}
+	}
+	if len(doc.Content) == 0 {
+		return nil, nil
+	}
+	return doc.Content[0], nil
+}
+
+// syntaxError turns "yaml: line 3: did not find expected key" into
+// "line 3: invalid YAML: did not find expected key".
+func syntaxError(err error) error {
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	if rest, ok := strings.CutPrefix(msg, "line "); ok {
+		num, text, ok := strings.Cut(rest, ": ")
+		if n, err := strconv.Atoi(num); ok && err == nil {
+			return &problem{line: n, msg: "invalid YAML: " + text}
+		}
+	}
+	return &problem{msg: "invalid YAML: " + msg}
+}
+
+// decoder walks a YAML node tree along the Config struct, decoding each
+// value it can and recording a problem for each it cannot.
+type decoder struct {
+	lookupEnv func(string) (string, bool)
+	problems  []error
+	lines     map[string]int  // dotted path → line of its value in the file
+	set       map[string]bool // dotted path → the file gave it a non-empty value
+	failed    map[string]bool // dotted path → its value did not decode
+}
+
+var durationType = reflect.TypeFor[time.Duration]()
+
+// fail records a problem with the value at path.
+func (d *decoder) fail(line int, path, format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	if path == "" {
+		msg = "the top level: " + msg
+	} else {
+		msg = path + ": " + msg
+	}
+	d.problems = append(d.problems, &problem{line: line, path: path, msg: msg})
+	d.failed[path] = true
+}
+
+func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) {
+	line := n.Line
+	n, ok := d.expand(n, line, path)
+	if !ok || isNull(n) {
+		return
+	}
+	if n.Kind != yaml.MappingNode {
+		d.fail(line, path, "cannot decode %s as a mapping", describe(n))
+		return
+	}
+	fields := make(map[string]int, v.NumField())
+	for i := range v.NumField() {
+		name, _, _ := strings.Cut(v.Type().Field(i).Tag.Get("yaml"), ",")
+		fields[name] = i
+	}
+	seen := make(map[string]int, len(n.Content)/2)
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, val := n.Content[i], n.Content[i+1]
+		if k.Kind == yaml.AliasNode && k.Alias != nil {
+			k = k.Alias
+		}
+		if k.Kind != yaml.ScalarNode {
+			d.fail(k.Line, path, "keys must be plain names, got %s", describe(k))
+			continue
+		}
+		p := join(path, k.Value)
+		if k.ShortTag() == "!!merge" {
+			d.fail(k.Line, p, "merge keys (<<) are not supported")
+			continue
+		}
+		if first, dup := seen[k.Value]; dup {
+			d.fail(k.Line, p, "repeated key (first at line %d)", first)
+			continue
+		}
+		seen[k.Value] = k.Line
+		idx, ok := fields[k.Value]
+		if !ok {
+			d.fail(k.Line, p, "unknown key")
+			continue
+		}
+		d.lines[p] = val.Line
+		d.decodeValue(val, v.Field(idx), p)
+	}
+}
+
+func (d *decoder) decodeValue(n *yaml.Node, v reflect.Value, path string) {
+	switch {
+	case v.Kind() == reflect.Struct:
+		d.decodeStruct(n, v, path)
+		return
+	case v.Kind() == reflect.Map:
+		d.decodeHeaders(n, v, path)
+		return
+	}
+	line := n.Line
+	n, ok := d.expand(n, line, path)
+	if !ok {
+		return
+	}
+	if isNull(n) {
+		if v.Kind() == reflect.Pointer {
+			v.SetZero()
+		}
+		return
+	}
+	typ := typeName(v.Type())
+	if n.Kind != yaml.ScalarNode {
+		d.fail(line, path, "cannot decode %s as %s", describe(n), typ)
+		return
+	}
+	tag := n.ShortTag()
+	var err error
+	switch {
+	case v.Type() == durationType:
+		var dur time.Duration
+		if dur, err = time.ParseDuration(n.Value); err == nil {
+			v.SetInt(int64(dur))
+		} else {
+			d.fail(line, path, "%s is not a Go duration such as 15s", quote(n.Value))
+			return
+		}
+	case v.Kind() == reflect.String:
+		v.SetString(n.Value)
+	case v.Kind() == reflect.Bool && tag == "!!bool",
+		v.Kind() == reflect.Int && tag == "!!int",
+		v.Kind() == reflect.Uint32 && tag == "!!int":
+		err = n.Decode(v.Addr().Interface())
+	case v.Kind() == reflect.Pointer && v.Type().Elem().Kind() == reflect.Float64 && (tag == "!!int" || tag == "!!float"):
+		f := new(float64)
+		if err = n.Decode(f); err == nil {
+			v.Set(reflect.ValueOf(f))
+		}
+	default:
+		err = errors.New("wrong type")
+	}
+	if err != nil {
+		d.fail(line, path, "cannot decode %s as %s", describe(n), typ)
+		return
+	}
+	d.set[path] = true
+}
+
+// decodeHeaders decodes a mapping of strings (exporters.otlp.headers).
+// An empty mapping leaves the map nil.
+func (d *decoder) decodeHeaders(n *yaml.Node, v reflect.Value, path string) {
+	line := n.Line
+	n, ok := d.expand(n, line, path)
+	if !ok {
+		return
+	}
+	if isNull(n) {
+		v.SetZero()
+		return
+	}
+	if n.Kind != yaml.MappingNode {
+		d.fail(line, path, "cannot decode %s as a mapping of strings", describe(n))
+		return
+	}
+	v.SetZero()
+	seen := make(map[string]int, len(n.Content)/2)
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, val := n.Content[i], n.Content[i+1]
+		if k.Kind == yaml.AliasNode && k.Alias != nil {
+			k = k.Alias
+		}
+		if k.Kind != yaml.ScalarNode || k.ShortTag() == "!!merge" {
+			d.fail(k.Line, path, "keys must be plain names, got %s", describe(k))
+			continue
+		}
+		p := path + "." + k.Value
+		if first, dup := seen[k.Value]; dup {
+			d.fail(k.Line, p, "repeated key (first at line %d)", first)
+			continue
+		}
+		seen[k.Value] = k.Line
+		d.lines[p] = k.Line
+		vline := val.Line
+		val, ok := d.expand(val, vline, p)
+		if !ok {
+			continue
+		}
+		var s string
+		switch {
+		case isNull(val):
+		case val.Kind == yaml.ScalarNode:
+			s = val.Value
+		default:
+			d.fail(vline, p, "cannot decode %s as string", describe(val))
+			continue
+		}
+		if v.IsNil() {
+			v.Set(reflect.MakeMap(v.Type()))
+		}
+		v.SetMapIndex(reflect.ValueOf(k.Value), reflect.ValueOf(s))
+	}
+	d.set[path] = true
+}
+
+// expand follows an alias and expands ${env:...} in a scalar. A plain scalar
+// that changes is typed again from its new text, as if written so.
+func (d *decoder) expand(n *yaml.Node, line int, path string) (*yaml.Node, bool) {
+	if n.Kind == yaml.AliasNode && n.Alias != nil {
+		n = n.Alias
+	}
+	if n.Kind != yaml.ScalarNode || !strings.Contains(n.Value, "$") {
+		return n, true
+	}
+	s, err := expandEnv(n.Value, d.lookupEnv)
+	if err != nil {
+		d.fail(line, path, "%v", err)
+		return nil, false
+	}
+	if s == n.Value {
+		return n, true
+	}
+	m := *n
+	m.Value = s
+	if n.Style&(yaml.TaggedStyle|yaml.DoubleQuotedStyle|yaml.SingleQuotedStyle|yaml.LiteralStyle|yaml.FoldedStyle) == 0 {
+		m.Tag = ""
+	}
+	return &m, true
+}
+
+// expandEnv replaces ${env:NAME} and ${env:NAME:-default} in s; $$ is a
+// literal $, and any other $ stays as it is. Like the OpenTelemetry
+// Collector's env provider, the default applies only when NAME is unset.
+func expandEnv(s string, lookup func(string) (string, bool)) (string, error) {
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c != '$' || i+1 == len(s) {
+			b.WriteByte(c)
+			i++
+			continue
+		}
+		switch s[i+1] {
+		case '$':
+			b.WriteByte('$')
+			i += 2
+		case '{':
+			end := strings.IndexByte(s[i:], '}')
+			if end < 0 {
+				return "", fmt.Errorf("unterminated %s: write $$ for a literal $", quote(s[i:]))
+			}
+			ref := s[i : i+end+1]
+			val, err := resolveRef(ref, lookup)
+			if err != nil {
+				return "", err
+			}
+			b.WriteString(val)
+			i += end + 1
+		default:
+			b.WriteByte(c)
+			i++
+		}
+	}
+	return b.String(), nil
+}
+
+// resolveRef resolves one "${...}" reference.
+func resolveRef(ref string, lookup func(string) (string, bool)) (string, error) {
+	body := ref[2 : len(ref)-1]
+	rest, ok := strings.CutPrefix(body, "env:")
+	if !ok {
+		return "", fmt.Errorf("%s: only ${env:NAME} and ${env:NAME:-default} are supported; write $$ for a literal $", quote(ref))
+	}
+	name, def, _ := strings.Cut(rest, ":-")
+	if name == "" {
+		return "", fmt.Errorf("%s names no environment variable", quote(ref))
+	}
+	if !validEnvName(name) {
+		return "", fmt.Errorf("%s: %s is not a valid environment variable name (letters, digits, _; not starting with a digit)", quote(ref), quote(name))
+	}
+	if strings.Contains(def, "${") {
+		return "", fmt.Errorf("%s: a default cannot hold another ${...}", quote(ref))
+	}
+	if val, ok := lookup(name); ok {
+		return val, nil
+	}
+	return def, nil
+}
+
+func validEnvName(name string) bool {
+	for i, r := range name {
+		if !(r == '_' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || i > 0 && r >= '0' && r <= '9') {
+			return false
+		}
+	}
+	return name != ""
+}
+
+func isNull(n *yaml.Node) bool {
+	return n.Kind == 0 || n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null"
+}
+
+func join(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}
+
+// describe names a value in a message: its quoted text, or its kind.
+func describe(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "a mapping"
+	case yaml.SequenceNode:
+		return "a sequence"
+	case yaml.AliasNode:
+		return "an alias"
+	}
+	return quote(n.Value)
+}
+
+// quote quotes s for a message, cut to a readable length.
+func quote(s string) string {
+	const limit = 64
+	if r := []rune(s); len(r) > limit {
+		return strconv.Quote(string(r[:limit])) + "..."
+	}
+	return strconv.Quote(s)
+}
+
+func typeName(t reflect.Type) string {
+	switch {
+	case t == durationType:
+		return "a duration"
+	case t.Kind() == reflect.Pointer:
+		return "float"
+	case t.Kind() == reflect.Struct:
+		return "a mapping"
+	}
+	return t.Kind().String()
+}
