@@ -101,7 +101,7 @@ func decodeLeniently(b []byte, req *pb.RecordRequest) (map[int]decodeIssue, bool
 			if !ok {
 				return nil, false
 			}
-			ev = &pb.Event{EventId: eventIDOf(raw)}
+			ev = placeholder(raw)
 			issues[len(req.Events)] = decodeIssue{field: field, reason: "is not valid UTF-8"}
 		}
 		req.Events = append(req.Events, ev)
@@ -146,23 +146,42 @@ func firstBadUTF8(md protoreflect.MessageDescriptor, b []byte, prefix string) (s
 	return "", false
 }
 
-// eventIDOf returns the event_id (field 1) of a raw Event, made printable.
-func eventIDOf(b []byte) string {
+// placeholder stands for an event that could not be decoded: its event_id
+// (made printable) and an empty payload of its type, so that it is counted
+// under the right event_type.
+func placeholder(b []byte) *pb.Event {
+	ev := &pb.Event{}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
 		if n < 0 {
-			return ""
+			return ev
 		}
 		b = b[n:]
-		if num == 1 && typ == protowire.BytesType {
-			v, _ := protowire.ConsumeBytes(b)
-			return printable(string(v))
+		if typ == protowire.BytesType {
+			v, n := protowire.ConsumeBytes(b)
+			if n < 0 {
+				return ev
+			}
+			b = b[n:]
+			switch num {
+			case 1:
+				ev.EventId = printable(string(v))
+			case 10:
+				ev.Payload = &pb.Event_LlmCall{LlmCall: &pb.LLMCall{}}
+			case 11:
+				ev.Payload = &pb.Event_AgentStatus{AgentStatus: &pb.AgentStatus{}}
+			case 12:
+				ev.Payload = &pb.Event_Conversation{Conversation: &pb.ConversationEvent{}}
+			case 13:
+				ev.Payload = &pb.Event_RuntimeFault{RuntimeFault: &pb.RuntimeFault{}}
+			}
+			continue
 		}
 		n = protowire.ConsumeFieldValue(num, typ, b)
 		if n < 0 {
-			return ""
+			return ev
 		}
 		b = b[n:]
 	}
-	return ""
+	return ev
 }

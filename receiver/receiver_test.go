@@ -278,4 +278,7 @@ func TestNonUTF8(t *testing.T) {
 	if r := out.Rejected[0]; r.Index != 1 || r.EventId != "bad" || r.Field != "llm_call.provider" {
 		t.Errorf("rejection = %v, want index 1, bad, llm_call.provider", r)
 	}
+	if n := f.recv.EventCount("llm_call", "rejected"); n != 1 {
+		t.Errorf("llm_call rejected = %d, want 1 (counted under its payload type)", n)
+	}
 }

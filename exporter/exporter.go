@@ -1,0 +1,310 @@
+// Package exporter owns the OpenTelemetry MeterProvider and everything that
+// carries its data out of the process: the Prometheus pull endpoint and the
+// OTLP push exporter, plus the HTTP server that also answers the kubelet's
+// /healthz and /readyz probes.
+package exporter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/otlptranslator"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/exporters/otlp/otlpmetric/otlpmetricgrpc"
+	"go.opentelemetry.io/otel/exporters/otlp/otlpmetric/otlpmetrichttp"
+	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
+	"go.opentelemetry.io/otel/metric"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/exemplar"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	"go.opentelemetry.io/otel/sdk/resource"
+
+	"github.com/agentmeter/agentmeter/catalog"
+	"github.com/agentmeter/agentmeter/config"
+)
+
+// TranslationStrategy is pinned so that the Prometheus names of the
+// catalogue hold whatever the exporter's default becomes, and stay valid
+// for Prometheus 2.x (underscores, unit and _total suffixes).
+var TranslationStrategy = otlptranslator.UnderscoreEscapingWithSuffixes
+
+// Deps are what the exporter needs from the process.
+type Deps struct {
+	Logger *slog.Logger
+	// Resource describes this process; see NewResource.
+	Resource *resource.Resource
+	// Producers supply data owned outside the SDK's instruments (the
+	// processor's series); every reader collects them.
+	Producers []sdkmetric.Producer
+}
+
+// Exporter builds the MeterProvider and serves /metrics, /healthz and /readyz.
+type Exporter struct {
+	cfg      config.Config
+	log      *slog.Logger
+	provider *sdkmetric.MeterProvider
+	registry *prometheus.Registry
+	otlp     *countingExporter // nil when OTLP is disabled
+
+	ready    atomic.Bool
+	server   *http.Server
+	listener net.Listener
+	served   chan struct{}
+	shutdown atomic.Bool
+}
+
+// New builds the MeterProvider with the readers cfg enables. Nothing listens
+// until Start.
+func New(ctx context.Context, cfg config.Config, deps Deps) (*Exporter, error) {
+	e := &Exporter{cfg: cfg, log: deps.Logger, served: make(chan struct{})}
+	if e.log == nil {
+		e.log = slog.New(slog.DiscardHandler)
+	}
+	opts := []sdkmetric.Option{
+		sdkmetric.WithResource(deps.Resource),
+		// Exemplars need a sampled span in the context; events carry none.
+		sdkmetric.WithExemplarFilter(exemplar.AlwaysOffFilter),
+	}
+	if cfg.Exporters.Prometheus.Enabled {
+		e.registry = prometheus.NewRegistry()
+		e.registry.MustRegister(
+			collectors.NewGoCollector(),
+			collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		)
+		promOpts := []otelprom.Option{
+			otelprom.WithRegisterer(e.registry),
+			otelprom.WithTranslationStrategy(TranslationStrategy),
+		}
+		for _, p := range deps.Producers {
+			promOpts = append(promOpts, otelprom.WithProducer(p))
+		}
+		reader, err := otelprom.New(promOpts...)
+		if err != nil {
+			return nil, fmt.Errorf("create prometheus exporter: %w", err)
+		}
+		opts = append(opts, sdkmetric.WithReader(reader))
+	}
+	if cfg.Exporters.OTLP.Enabled {
+		exp, err := newOTLPExporter(ctx, cfg.Exporters.OTLP)
+		if err != nil {
+			return nil, fmt.Errorf("create otlp exporter: %w", err)
+		}
+		e.otlp = &countingExporter{Exporter: exp, log: e.log}
+		readerOpts := []sdkmetric.PeriodicReaderOption{
+			sdkmetric.WithInterval(cfg.Exporters.OTLP.Interval),
+			sdkmetric.WithTimeout(cfg.Exporters.OTLP.Timeout),
+		}
+		for _, p := range deps.Producers {
+			readerOpts = append(readerOpts, sdkmetric.WithProducer(p))
+		}
+		opts = append(opts, sdkmetric.WithReader(sdkmetric.NewPeriodicReader(e.otlp, readerOpts...)))
+	}
+	e.provider = sdkmetric.NewMeterProvider(opts...)
+	if e.otlp != nil {
+		if err := e.otlp.register(e.provider.Meter(catalog.ScopeName)); err != nil {
+			return nil, err
+		}
+	}
+	return e, nil
+}
+
+// NewResource describes this process: service.name defaults to "agentmeter",
+// and OTEL_SERVICE_NAME / OTEL_RESOURCE_ATTRIBUTES override and extend it.
+func NewResource(ctx context.Context, version string) (*resource.Resource, error) {
+	res, err := resource.New(ctx,
+		resource.WithTelemetrySDK(),
+		resource.WithAttributes(
+			attribute.String("service.name", "agentmeter"),
+			attribute.String("service.version", version),
+		),
+		resource.WithFromEnv(), // last, so that the environment wins
+	)
+	if err != nil {
+		return nil, fmt.Errorf("build resource: %w", err)
+	}
+	return res, nil
+}
+
+func newOTLPExporter(ctx context.Context, cfg config.OTLP) (sdkmetric.Exporter, error) {
+	switch cfg.Protocol {
+	case "http/protobuf":
+		opts := []otlpmetrichttp.Option{
+			otlpmetrichttp.WithEndpointURL(cfg.Endpoint),
+			otlpmetrichttp.WithTimeout(cfg.Timeout),
+			otlpmetrichttp.WithTemporalitySelector(sdkmetric.DefaultTemporalitySelector),
+		}
+		if len(cfg.Headers) > 0 {
+			opts = append(opts, otlpmetrichttp.WithHeaders(cfg.Headers))
+		}
+		if cfg.Insecure || strings.HasPrefix(cfg.Endpoint, "http://") {
+			opts = append(opts, otlpmetrichttp.WithInsecure())
+		}
+		return otlpmetrichttp.New(ctx, opts...)
+	default:
+		opts := []otlpmetricgrpc.Option{
+			otlpmetricgrpc.WithEndpoint(cfg.Endpoint),
+			otlpmetricgrpc.WithTimeout(cfg.Timeout),
+			otlpmetricgrpc.WithTemporalitySelector(sdkmetric.DefaultTemporalitySelector),
+			// A collector that was down comes back within a second or two;
+			// reconnect quickly rather than after gRPC's default backoff.
+			otlpmetricgrpc.WithReconnectionPeriod(time.Second),
+		}
+		if len(cfg.Headers) > 0 {
+			opts = append(opts, otlpmetricgrpc.WithHeaders(cfg.Headers))
+		}
+		if cfg.Insecure {
+			opts = append(opts, otlpmetricgrpc.WithInsecure())
+		}
+		return otlpmetricgrpc.New(ctx, opts...)
+	}
+}
+
+// MeterProvider is where the processor and receiver create their instruments.
+func (e *Exporter) MeterProvider() metric.MeterProvider { return e.provider }
+
+// SetReady sets what /readyz answers.
+func (e *Exporter) SetReady(ready bool) { e.ready.Store(ready) }
+
+// Handler serves /metrics (when the Prometheus exporter is enabled),
+// /healthz and /readyz.
+func (e *Exporter) Handler() http.Handler {
+	mux := http.NewServeMux()
+	if e.registry != nil {
+		mux.Handle("GET "+e.cfg.Exporters.Prometheus.Path, promhttp.HandlerFor(e.registry, promhttp.HandlerOpts{
+			ErrorLog:          slog.NewLogLogger(e.log.Handler(), slog.LevelError),
+			ErrorHandling:     promhttp.ContinueOnError,
+			EnableOpenMetrics: false,
+			Timeout:           10 * time.Second,
+		}))
+	}
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !e.ready.Load() {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ready\n"))
+	})
+	return mux
+}
+
+// Start listens on http.endpoint and serves Handler in the background.
+func (e *Exporter) Start(_ context.Context) error {
+	ln, err := net.Listen("tcp", e.cfg.HTTP.Endpoint)
+	if err != nil {
+		return fmt.Errorf("listen on http.endpoint %q: %w", e.cfg.HTTP.Endpoint, err)
+	}
+	e.listener = ln
+	e.server = &http.Server{
+		Handler:           e.Handler(),
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       60 * time.Second,
+		ErrorLog:          slog.NewLogLogger(e.log.Handler(), slog.LevelWarn),
+	}
+	go func() {
+		defer close(e.served)
+		if err := e.server.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			e.log.Error("http server stopped", "err", err)
+		}
+	}()
+	e.log.Info("http server listening", "endpoint", ln.Addr().String(),
+		"metrics", e.registry != nil, "otlp", e.otlp != nil)
+	return nil
+}
+
+// Addr is the address the HTTP server listens on, once started.
+func (e *Exporter) Addr() net.Addr {
+	if e.listener == nil {
+		return nil
+	}
+	return e.listener.Addr()
+}
+
+// Shutdown flushes a final OTLP export, then stops the HTTP server. It is
+// safe without Start and idempotent.
+func (e *Exporter) Shutdown(ctx context.Context) error {
+	if !e.shutdown.CompareAndSwap(false, true) {
+		return nil
+	}
+	e.ready.Store(false)
+	var errs []error
+	// MeterProvider.Shutdown runs a last collection and export on every
+	// periodic reader: the final OTLP push.
+	if err := e.provider.Shutdown(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("shut down meter provider: %w", err))
+	}
+	if e.server != nil {
+		if err := e.server.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("shut down http server: %w", err))
+		}
+		<-e.served
+	}
+	return errors.Join(errs...)
+}
+
+// countingExporter counts OTLP export outcomes for the self-metrics and logs
+// failures; everything else is the wrapped exporter's.
+type countingExporter struct {
+	sdkmetric.Exporter
+	log     *slog.Logger
+	success atomic.Int64
+	failure atomic.Int64
+	failing atomic.Bool
+}
+
+func (c *countingExporter) Export(ctx context.Context, rm *metricdata.ResourceMetrics) error {
+	err := c.Exporter.Export(ctx, rm)
+	if err != nil {
+		c.failure.Add(1)
+		if !c.failing.Swap(true) {
+			c.log.Warn("otlp export failed; cumulative totals go with the next export", "err", err)
+		}
+		return err
+	}
+	c.success.Add(1)
+	if c.failing.Swap(false) {
+		c.log.Info("otlp export recovered")
+	}
+	return nil
+}
+
+func (c *countingExporter) register(m metric.Meter) error {
+	inst := catalog.OTLPExports
+	ctr, err := m.Int64ObservableCounter(inst.Name, metric.WithUnit(inst.Unit), metric.WithDescription(inst.Description))
+	if err != nil {
+		return fmt.Errorf("create %s: %w", inst.Name, err)
+	}
+	ok := metric.WithAttributeSet(attribute.NewSet(catalog.AttrOutcome.String(catalog.OutcomeSuccess)))
+	fail := metric.WithAttributeSet(attribute.NewSet(catalog.AttrOutcome.String(catalog.OutcomeFailure)))
+	_, err = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		o.ObserveInt64(ctr, c.success.Load(), ok)
+		o.ObserveInt64(ctr, c.failure.Load(), fail)
+		return nil
+	}, ctr)
+	if err != nil {
+		return fmt.Errorf("register %s callback: %w", inst.Name, err)
+	}
+	return nil
+}
+
+// Counts returns the OTLP export outcomes so far (0, 0 when disabled).
+func (e *Exporter) Counts() (success, failure int64) {
+	if e.otlp == nil {
+		return 0, 0
+	}
+	return e.otlp.success.Load(), e.otlp.failure.Load()
+}
