@@ -142,6 +142,9 @@ func TestBadInput(t *testing.T) {
 		{labels{"event_type": "agent_status", "outcome": "accepted"}, 1},
 		{labels{"event_type": "agent_status", "outcome": "rejected"}, 1},
 		{labels{"outcome": "rejected"}, 8},
+		// Only the event without a payload has no type; the one with a
+		// string that is not UTF-8 is still an llm_call.
+		{labels{"event_type": "none", "outcome": "rejected"}, 1},
 	} {
 		if got, _ := fams.value("agentmeter_receiver_events_total", tc.sel); got != tc.want {
 			t.Errorf("after the mixed batch: agentmeter_receiver_events_total%v = %v, want %v", tc.sel, got, tc.want)

@@ -97,6 +97,7 @@ type options struct {
 	MaxRecvMsgSizeMiB   int           // 4
 	DedupeWindow        time.Duration // 10m
 	GracePeriod         time.Duration // 10s
+	MetricsPath         string        // /metrics
 	OTLP                *otlpOptions
 	// Env is added to the process environment (OTEL_RESOURCE_ATTRIBUTES...).
 	Env []string
@@ -115,6 +116,9 @@ func (o options) withDefaults() options {
 	if o.GracePeriod == 0 {
 		o.GracePeriod = 10 * time.Second
 	}
+	if o.MetricsPath == "" {
+		o.MetricsPath = "/metrics"
+	}
 	return o
 }
 
@@ -132,8 +136,8 @@ http:
 exporters:
   prometheus:
     enabled: true
-    path: /metrics
-`, grpcAddr, o.MaxRecvMsgSizeMiB, o.MaxEventsPerRequest, o.DedupeWindow, httpAddr)
+    path: %s
+`, grpcAddr, o.MaxRecvMsgSizeMiB, o.MaxEventsPerRequest, o.DedupeWindow, httpAddr, o.MetricsPath)
 	if o.OTLP != nil {
 		fmt.Fprintf(&b, `  otlp:
     enabled: true
@@ -349,7 +353,7 @@ func (c *collector) record(events ...*pb.Event) *pb.RecordResponse {
 	return resp
 }
 
-// scrape fetches /metrics and parses it.
+// scrape fetches the metrics (exporters.prometheus.path) and parses them.
 func (c *collector) scrape() (families, string) {
 	c.t.Helper()
 	fams, text, err := c.tryScrape()
@@ -360,9 +364,9 @@ func (c *collector) scrape() (families, string) {
 }
 
 func (c *collector) tryScrape() (families, string, error) {
-	resp, err := c.http.Get("http://" + c.httpAddr + "/metrics")
+	resp, err := c.http.Get("http://" + c.httpAddr + c.opts.MetricsPath)
 	if err != nil {
-		return nil, "", fmt.Errorf("scrape /metrics: %w", err)
+		return nil, "", fmt.Errorf("scrape %s: %w", c.opts.MetricsPath, err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)

@@ -290,7 +290,7 @@ func TestOTLPGRPCExport(t *testing.T) {
 	s := &sink{}
 	addr, _ := serveOTLPGRPC(t, "127.0.0.1:0", s)
 	c := startCollector(t, options{
-		OTLP: &otlpOptions{Endpoint: addr, Protocol: "grpc", Interval: time.Second, Timeout: 5 * time.Second},
+		OTLP: &otlpOptions{Endpoint: addr, Protocol: "grpc", Interval: time.Second, Timeout: time.Second},
 		Env: []string{
 			"OTEL_SERVICE_NAME=agentmeter-otlp-e2e",
 			"OTEL_RESOURCE_ATTRIBUTES=deployment.environment.name=e2e,k8s.pod.name=agent-7",
@@ -489,7 +489,7 @@ func TestOTLPHTTPProtobuf(t *testing.T) {
 	t.Cleanup(srv.Close)
 
 	c := startCollector(t, options{
-		OTLP: &otlpOptions{Endpoint: otlpHTTPEndpoint(srv.URL), Protocol: "http/protobuf", Interval: time.Second, Timeout: 5 * time.Second},
+		OTLP: &otlpOptions{Endpoint: otlpHTTPEndpoint(srv.URL), Protocol: "http/protobuf", Interval: time.Second, Timeout: time.Second},
 	})
 	unary, batches := fixture(time.Now())
 	c.record(unary...)
