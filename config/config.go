@@ -125,9 +125,10 @@ type OTLP struct {
 	Endpoint string `yaml:"endpoint"`
 	// Protocol is "grpc" (default) or "http/protobuf".
 	Protocol string `yaml:"protocol"`
-	// Insecure sends in plaintext instead of TLS. Default true: a sidecar
-	// pushes to a node-local collector. For http/protobuf it must be false
-	// with an https:// endpoint (true would send plaintext there).
+	// Insecure sends in plaintext instead of TLS, for protocol grpc.
+	// Default true: a sidecar pushes to a node-local collector. For
+	// http/protobuf the endpoint's scheme decides (http:// plaintext,
+	// https:// TLS) and Insecure is not used.
 	Insecure bool `yaml:"insecure"`
 	// Headers are sent with every export, such as an authorization token.
 	// Keys must be valid HTTP header names (for grpc, also valid gRPC
@@ -380,9 +381,6 @@ func (o OTLP) Validate() error {
 			errs = append(errs, mustf("exporters.otlp.endpoint", "exporters.otlp.protocol",
 				"must be an http:// or https:// URL with a path, such as %s, for protocol %s, got %q",
 				defaultOTLPHTTPEndpoint, ProtocolHTTPProtobuf, o.Endpoint))
-		} else if u, _ := url.Parse(o.Endpoint); o.Insecure && u.Scheme == "https" {
-			errs = append(errs, mustf("exporters.otlp.insecure", "exporters.otlp.endpoint",
-				"must be false with an https:// endpoint (true would send plaintext), got true"))
 		}
 	default:
 		errs = append(errs, mustf("exporters.otlp.protocol", "", "must be %q or %q, got %q", ProtocolGRPC, ProtocolHTTPProtobuf, o.Protocol))

@@ -364,9 +364,6 @@ func TestValidate(t *testing.T) {
 		{name: "http protocol needs a URL", modify: func(c *Config) { c.Exporters.OTLP.Protocol = ProtocolHTTPProtobuf }, want: []string{
 			`exporters.otlp.endpoint must be an http:// or https:// URL with a path, such as http://localhost:4318/v1/metrics, for protocol http/protobuf, got "localhost:4317"`,
 		}},
-		{name: "https in capitals is still TLS", modify: func(c *Config) {
-			c.Exporters.OTLP.Protocol, c.Exporters.OTLP.Endpoint = ProtocolHTTPProtobuf, "HTTPS://c.example.com/v1/metrics"
-		}, want: []string{"exporters.otlp.insecure must be false with an https:// endpoint (true would send plaintext), got true"}},
 		{name: "prometheus path not clean", modify: func(c *Config) { c.Exporters.Prometheus.Path = "/a//b" }, want: []string{
 			`exporters.prometheus.path must be a clean path (no trailing /, //, . or ..), got "/a//b"`,
 		}},

@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -146,9 +145,8 @@ func newOTLPExporter(ctx context.Context, cfg config.OTLP) (sdkmetric.Exporter, 
 		if len(cfg.Headers) > 0 {
 			opts = append(opts, otlpmetrichttp.WithHeaders(cfg.Headers))
 		}
-		if cfg.Insecure || strings.HasPrefix(cfg.Endpoint, "http://") {
-			opts = append(opts, otlpmetrichttp.WithInsecure())
-		}
+		// The URL's scheme decides TLS (WithEndpointURL): Insecure is for
+		// grpc only, so that an https:// endpoint is never sent plaintext.
 		return otlpmetrichttp.New(ctx, opts...)
 	default:
 		opts := []otlpmetricgrpc.Option{
