@@ -60,3 +60,22 @@ func BenchmarkConsumeBatch100(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*100), "ns/event")
 }
+
+// BenchmarkUsage is GetUsage's cost at 100 and 10000 tracked conversations:
+// the same, since it is one map lookup and a copy.
+func BenchmarkUsage(b *testing.B) {
+	for _, n := range []int{100, 10_000} {
+		b.Run(fmt.Sprintf("tracked=%d", n), func(b *testing.B) {
+			h := newHarness(b, Config{MaxTracked: n})
+			for i := range n {
+				h.consume(llm(fmt.Sprint(i), fmt.Sprintf("conv-%d", i), nil))
+			}
+			b.ReportAllocs()
+			for i := 0; b.Loop(); i++ {
+				if _, ok := h.p.Usage(fmt.Sprintf("conv-%d", i%n)); !ok {
+					b.Fatal("not tracked")
+				}
+			}
+		})
+	}
+}

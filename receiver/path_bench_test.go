@@ -8,33 +8,63 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/agentmeter/agentmeter/pricing"
 	"github.com/agentmeter/agentmeter/processor"
 	pb "github.com/agentmeter/agentmeter/proto/agentmeter/v1"
 )
 
+// benchEvents returns n LLM calls over 4 models and 100 conversations; every
+// other call has no cost, so the price table prices it.
 func benchEvents(n int) []*pb.Event {
+	models := []struct{ provider, model string }{
+		{"anthropic", "claude-sonnet-4-20250514"}, {"anthropic", "claude-haiku-4-5"},
+		{"openai", "gpt-4o"}, {"openai", "gpt-4.1-mini"},
+	}
 	events := make([]*pb.Event, n)
 	for i := range events {
+		m := models[i%len(models)]
+		c := &pb.LLMCall{
+			Provider: m.provider, RequestModel: m.model, ResponseModel: m.model,
+			LlmService: "agent", PromptTokens: 12000, CompletionTokens: 800, CacheReadTokens: 9000, CacheWriteTokens: 1000,
+			ReasoningTokens: 200, ContextWindow: 200000, LatencySeconds: 3.2, TimeToFirstTokenSeconds: 0.6,
+		}
+		if i%2 == 0 {
+			c.CostUsd = proto.Float64(0.0123)
+		}
 		events[i] = &pb.Event{
 			EventId: fmt.Sprintf("evt-%08d", i), ConversationId: fmt.Sprintf("conv-%d", i%100), Agent: "CodeActAgent",
-			Payload: &pb.Event_LlmCall{LlmCall: &pb.LLMCall{
-				Provider: "anthropic", RequestModel: fmt.Sprintf("claude-%d", i%4), ResponseModel: "claude-sonnet-4-20250514",
-				LlmService: "agent", PromptTokens: 12000, CompletionTokens: 800, CacheReadTokens: 9000, CacheWriteTokens: 1000,
-				ReasoningTokens: 200, ContextWindow: 200000, LatencySeconds: 3.2, TimeToFirstTokenSeconds: 0.6,
-				CostUsd: proto.Float64(0.0123),
-			}},
+			Payload: &pb.Event_LlmCall{LlmCall: c},
 		}
 	}
 	return events
 }
 
-// BenchmarkEventPath is the per-event path: validate one LLM call, then
-// de-duplicate and aggregate it into every instrument, in steady state.
-func BenchmarkEventPath(b *testing.B) {
-	p, err := processor.New(processor.Config{DedupeWindow: time.Hour, DedupeMaxIDs: 50_000, IdleExpiry: time.Hour, MaxTracked: 1000}, processor.Deps{})
+// benchProcessor is the processor as the collector builds it: dedupe, the
+// ledger, and the default price table.
+func benchProcessor(b *testing.B) *processor.Processor {
+	table := pricing.Default()
+	p, err := processor.New(processor.Config{DedupeWindow: time.Hour, DedupeMaxIDs: 50_000, IdleExpiry: time.Hour, MaxTracked: 1000,
+		ClosedRetention: time.Minute, DefaultMaxBudgetUSD: proto.Float64(1e6)},
+		processor.Deps{Pricer: processor.PricerFunc(func(provider, model string, u processor.Usage) (float64, float64, bool) {
+			mp, ok := table.Price(provider, model)
+			if !ok {
+				return 0, 0, false
+			}
+			c, s := mp.Cost(pricing.Usage(u))
+			return c, s, true
+		})})
 	if err != nil {
 		b.Fatal(err)
 	}
+	return p
+}
+
+// BenchmarkEventPath is the per-event path: validate one LLM call, then
+// de-duplicate it, price it (every other call), and aggregate it into every
+// instrument and its conversation's ledger entry, in steady state (series
+// and conversations known).
+func BenchmarkEventPath(b *testing.B) {
+	p := benchProcessor(b)
 	events := benchEvents(100_000) // twice the ids held: a recurring id was forgotten
 	ctx, now := context.Background(), time.Now()
 	lim := Limits{MaxFutureSkew: 5 * time.Minute}
@@ -61,10 +91,7 @@ func BenchmarkEventPath(b *testing.B) {
 // transport: validation, processing, the response. ns/event and allocs are
 // per batch / 100.
 func BenchmarkRecordBatch100(b *testing.B) {
-	p, err := processor.New(processor.Config{DedupeWindow: time.Hour, DedupeMaxIDs: 50_000, IdleExpiry: time.Hour, MaxTracked: 1000}, processor.Deps{})
-	if err != nil {
-		b.Fatal(err)
-	}
+	p := benchProcessor(b)
 	r, err := New(Config{MaxEventsPerRequest: 10000, MaxRecvMsgSize: 16 << 20, Limits: Limits{MaxFutureSkew: 5 * time.Minute}}, Deps{Consumer: p})
 	if err != nil {
 		b.Fatal(err)
