@@ -266,7 +266,7 @@ var (
 		Description: "What cache reads saved against the uncached input price, in USD.",
 	}
 	PricingInfo = Instrument{
-		Name: "agentmeter.pricing.table", Unit: "", Kind: Gauge,
+		Name: "agentmeter.pricing.table_info", Unit: "", Kind: Gauge,
 		Prom:        "agentmeter_pricing_table_info",
 		Description: "The price table in use (value 1), by version.",
 		Labels:      "version",
