@@ -1,0 +1,56 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestRunCommands(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.yaml")
+	if err := os.WriteFile(good, []byte("log:\n  level: debug\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	bad := filepath.Join(dir, "bad.yaml")
+	if err := os.WriteFile(bad, []byte("receiver:\n  max_events_per_request: 0\n  dedupe_window: soon\nlog:\n  colour: red\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name      string
+		args      []string
+		code      int
+		stdout    string
+		stderrAll []string
+	}{
+		{"version", []string{"version"}, exitOK, "agentmeter collector", nil},
+		{"validate good", []string{"validate", "--config", good}, exitOK, "good.yaml: ok", nil},
+		{"validate the shipped config", []string{"validate", "--config", "../../config.yaml"}, exitOK, "ok", nil},
+		{"validate bad lists every problem", []string{"validate", "--config", bad}, exitUsage, "", []string{
+			"receiver.max_events_per_request", "receiver.dedupe_window", "log.colour",
+		}},
+		{"missing file", []string{"validate", "--config", filepath.Join(dir, "nope.yaml")}, exitUsage, "", []string{"nope.yaml"}},
+		{"run with a bad config", []string{"--config", bad}, exitUsage, "", []string{"receiver.dedupe_window"}},
+		{"unknown flag", []string{"--colour"}, exitUsage, "", []string{"flag provided but not defined", "usage: collector"}},
+		{"unexpected argument", []string{"validate", "extra"}, exitUsage, "", []string{`unexpected argument "extra"`}},
+		{"help", []string{"-h"}, exitOK, "", []string{"usage: collector"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			code := run(tc.args, &stdout, &stderr)
+			if code != tc.code {
+				t.Errorf("exit code %d, want %d; stderr: %s", code, tc.code, stderr.String())
+			}
+			if !strings.Contains(stdout.String(), tc.stdout) {
+				t.Errorf("stdout %q, want it to contain %q", stdout.String(), tc.stdout)
+			}
+			for _, want := range tc.stderrAll {
+				if !strings.Contains(stderr.String(), want) {
+					t.Errorf("stderr %q, want it to contain %q", stderr.String(), want)
+				}
+			}
+		})
+	}
+}
