@@ -67,7 +67,7 @@ type Receiver struct {
 	// must be >= 0.
 	DedupeWindow time.Duration `yaml:"dedupe_window"`
 	// DedupeMaxIDs is the most event ids held for de-duplication (the
-	// oldest are forgotten first). Default 1000000; must be >= 1 when
+	// oldest are forgotten first). Default 100000; must be >= 1 when
 	// DedupeWindow > 0, unused when it is 0.
 	DedupeMaxIDs int `yaml:"dedupe_max_ids"`
 	// MaxFutureSkew is how far ahead of the collector's clock an event time
@@ -195,7 +195,7 @@ func Default() Config {
 			},
 			MaxEventsPerRequest: 10000,
 			DedupeWindow:        10 * time.Minute,
-			DedupeMaxIDs:        1000000,
+			DedupeMaxIDs:        100000,
 			MaxFutureSkew:       5 * time.Minute,
 		},
 		HTTP: HTTP{Endpoint: "0.0.0.0:9464"},
