@@ -101,6 +101,8 @@ type options struct {
 	OTLP                *otlpOptions
 	// Env is added to the process environment (OTEL_RESOURCE_ATTRIBUTES...).
 	Env []string
+	// PricingTable is pricing.table; "" = the built-in table.
+	PricingTable string
 }
 
 func (o options) withDefaults() options {
@@ -149,6 +151,9 @@ exporters:
 `, o.OTLP.Endpoint, o.OTLP.Protocol, o.OTLP.Interval, o.OTLP.Timeout)
 	} else {
 		b.WriteString("  otlp:\n    enabled: false\n")
+	}
+	if o.PricingTable != "" {
+		fmt.Fprintf(&b, "pricing:\n  table: %q\n", o.PricingTable)
 	}
 	fmt.Fprintf(&b, `conversations:
   idle_expiry: 1h
