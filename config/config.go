@@ -81,7 +81,8 @@ type GRPC struct {
 	// sidecar shares the pod network, so agents reach it on localhost. An
 	// empty host listens on every interface; port 0 picks a free port.
 	Endpoint string `yaml:"endpoint"`
-	// MaxRecvMsgSizeMiB is the largest request accepted, in MiB. Default 16;
+	// MaxRecvMsgSizeMiB is the largest request accepted, in MiB. Default 4
+	// (10000 LLM calls with every field set take about 2.5 MiB);
 	// must be between 1 and 256.
 	MaxRecvMsgSizeMiB int `yaml:"max_recv_msg_size_mib"`
 	// MaxConcurrentStreams is the most concurrent streams per client
@@ -190,7 +191,7 @@ func Default() Config {
 		Receiver: Receiver{
 			GRPC: GRPC{
 				Endpoint:             "localhost:4320",
-				MaxRecvMsgSizeMiB:    16,
+				MaxRecvMsgSizeMiB:    4,
 				MaxConcurrentStreams: 16,
 			},
 			MaxEventsPerRequest: 10000,
