@@ -306,3 +306,20 @@ func TestConsumeAllocs(t *testing.T) {
 		t.Errorf("allocs per event for a known conversation = %v, want 0", allocs)
 	}
 }
+
+func TestRejectedEventLeavesLedger(t *testing.T) {
+	h := newLedgerHarness(t, Config{})
+	results(h, created("c1", "conv", nil))
+	before, _ := h.p.Usage("conv")
+	h.now = h.now.Add(time.Minute)
+	if res := results(h, created("c2", "conv", nil)); res[0].Outcome != Rejected {
+		t.Fatalf("second created: %+v", res[0])
+	}
+	after, _ := h.p.Usage("conv")
+	if !after.LastEventTime.AsTime().Equal(before.LastEventTime.AsTime()) {
+		t.Errorf("a rejected event moved last_event_time from %v to %v", before.LastEventTime.AsTime(), after.LastEventTime.AsTime())
+	}
+	if got := h.sum(catalog.ConversationsCreated.Name, nil); got != 1 {
+		t.Errorf("created = %v, want 1", got)
+	}
+}

@@ -239,7 +239,7 @@ func (p *Processor) Consume(_ context.Context, events []*pb.Event, now time.Time
 func (p *Processor) apply(ev *pb.Event, now int64) Result {
 	var c *conversation
 	if id := ev.GetConversationId(); id != "" {
-		c = p.track(id, ev, now)
+		c = p.track(id, now)
 	}
 	var res Result
 	switch payload := ev.GetPayload().(type) {
@@ -262,6 +262,7 @@ func (p *Processor) apply(ev *pb.Event, now int64) Result {
 		}
 	}
 	if c != nil && res.Outcome == Accepted {
+		c.noteEvent(ev, now)
 		c.changed()
 	}
 	return res
@@ -269,14 +270,20 @@ func (p *Processor) apply(ev *pb.Event, now int64) Result {
 
 // track returns the ledger entry of conversation id, tracking it when new
 // (an event for a conversation never seen created is not an error: the
-// sidecar may have restarted), and notes the event's time. p.mu is held.
-func (p *Processor) track(id string, ev *pb.Event, now int64) *conversation {
+// sidecar may have restarted). p.mu is held.
+func (p *Processor) track(id string, now int64) *conversation {
 	c := p.convs.touch(id, now, p.forget)
 	if c.firstEvent == 0 { // new
 		if b := p.cfg.DefaultMaxBudgetUSD; b != nil {
 			c.budget, c.hasBudget = *b, true
 		}
 	}
+	return c
+}
+
+// noteEvent records an applied event's agent and time (receipt time when
+// the event has none). p.mu is held.
+func (c *conversation) noteEvent(ev *pb.Event, now int64) {
 	if c.agent == "" && ev.GetAgent() != "" {
 		c.agent = clone(ev.GetAgent())
 	}
@@ -290,7 +297,6 @@ func (p *Processor) track(id string, ev *pb.Event, now int64) *conversation {
 	if t > c.lastEvent {
 		c.lastEvent = t
 	}
-	return c
 }
 
 // forget is called for every conversation dropped from tracking. p.mu is held.
