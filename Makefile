@@ -5,7 +5,7 @@ PROTOC    ?= protoc
 PROTO_DIR := proto
 PROTO_SRC := $(wildcard $(PROTO_DIR)/agentmeter/v1/*.proto)
 
-.PHONY: help build proto proto-check fmt vet lint test test-race e2e bench fuzz loadbench tools run
+.PHONY: help build proto proto-check fmt vet test test-race bench fuzz loadbench run
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
