@@ -323,3 +323,17 @@ func TestRejectedEventLeavesLedger(t *testing.T) {
 		t.Errorf("created = %v, want 1", got)
 	}
 }
+
+func TestFailedCallKeepsPerTurn(t *testing.T) {
+	h := newLedgerHarness(t, Config{})
+	results(h, llm("1", "conv", nil), llm("2", "conv", func(c *pb.LLMCall) {
+		c.ErrorType, c.PromptTokens, c.CompletionTokens, c.CacheReadTokens, c.CacheWriteTokens, c.ReasoningTokens = "RateLimitError", 0, 0, 0, 0, 0
+	}))
+	u, _ := h.p.Usage("conv")
+	if len(u.PerTurnTokens) != 1 || u.PerTurnTokens[0].Tokens != 1200 {
+		t.Errorf("per turn = %v, want agent 1200 (a failed call without tokens changes nothing)", u.PerTurnTokens)
+	}
+	if u.Calls != 2 || u.FailedCalls != 1 {
+		t.Errorf("calls/failed = %d/%d, want 2/1", u.Calls, u.FailedCalls)
+	}
+}

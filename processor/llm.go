@@ -232,7 +232,11 @@ func (p *Processor) applyLLMCall(conv *conversation, agent string, c *pb.LLMCall
 	if service == "" {
 		service = "agent"
 	}
-	conv.setPerTurn(service, prompt+completion)
+	// Like OpenHands, a failed call that reports no tokens leaves the
+	// per-turn count of its service alone.
+	if !failed || prompt+completion > 0 {
+		conv.setPerTurn(service, prompt+completion)
+	}
 	if cw > 0 && service == "agent" {
 		conv.contextUtil = float64(prompt) / float64(cw)
 	}

@@ -167,7 +167,12 @@ func (p *Processor) Start(_ context.Context) error {
 		return errors.New("processor: already started or shut down")
 	}
 	p.started = true
-	interval := min(max(p.cfg.IdleExpiry/10, 100*time.Millisecond), 10*time.Second)
+	// Sweep often enough for both expiries to be late by a tenth at most.
+	period := p.cfg.IdleExpiry
+	if r := p.cfg.ClosedRetention; r > 0 && r < period {
+		period = r
+	}
+	interval := min(max(period/10, 100*time.Millisecond), 10*time.Second)
 	go p.sweepLoop(interval)
 	return nil
 }
