@@ -32,33 +32,28 @@ func (h *histogram) record(v float64) {
 	h.max = math.Max(h.max, v)
 }
 
-// point copies the histogram into a float64 data point.
-func (h *histogram) point(attrs attribute.Set, start, now time.Time) metricdata.HistogramDataPoint[float64] {
-	return metricdata.HistogramDataPoint[float64]{
+// dataPoint copies h into a data point of value type N (int64 for whole
+// numbers such as token counts, float64 otherwise).
+func dataPoint[N int64 | float64](h *histogram, attrs attribute.Set, start, now time.Time) metricdata.HistogramDataPoint[N] {
+	return metricdata.HistogramDataPoint[N]{
 		Attributes:   attrs,
 		StartTime:    start,
 		Time:         now,
 		Count:        h.count,
 		Bounds:       h.bounds,
 		BucketCounts: append([]uint64(nil), h.counts...),
-		Min:          metricdata.NewExtrema(h.min),
-		Max:          metricdata.NewExtrema(h.max),
-		Sum:          h.sum,
+		Min:          metricdata.NewExtrema(N(h.min)),
+		Max:          metricdata.NewExtrema(N(h.max)),
+		Sum:          N(h.sum),
 	}
 }
 
-// intPoint copies the histogram into an int64 data point (its values are
-// whole numbers, such as token counts).
+// point copies the histogram into a float64 data point.
+func (h *histogram) point(attrs attribute.Set, start, now time.Time) metricdata.HistogramDataPoint[float64] {
+	return dataPoint[float64](h, attrs, start, now)
+}
+
+// intPoint copies the histogram into an int64 data point.
 func (h *histogram) intPoint(attrs attribute.Set, start, now time.Time) metricdata.HistogramDataPoint[int64] {
-	return metricdata.HistogramDataPoint[int64]{
-		Attributes:   attrs,
-		StartTime:    start,
-		Time:         now,
-		Count:        h.count,
-		Bounds:       h.bounds,
-		BucketCounts: append([]uint64(nil), h.counts...),
-		Min:          metricdata.NewExtrema(int64(h.min)),
-		Max:          metricdata.NewExtrema(int64(h.max)),
-		Sum:          int64(h.sum),
-	}
+	return dataPoint[int64](h, attrs, start, now)
 }
