@@ -363,3 +363,23 @@ func TestStateNames(t *testing.T) {
 		}
 	}
 }
+
+func TestProduceLeavesOutEmptyMetrics(t *testing.T) {
+	h := newHarness(t, Config{})
+	sms, err := h.p.Produce(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range sms[0].Metrics {
+		if points(m.Data) == 0 {
+			t.Errorf("%s has no data point but was produced", m.Name)
+		}
+		if m.Name == catalog.TokenUsage.Name {
+			t.Errorf("%s produced before any call", m.Name)
+		}
+	}
+	h.consume(llm("a", "", nil))
+	if _, ok := find(h.collect(), catalog.TokenUsage.Name); !ok {
+		t.Errorf("%s missing after a call", catalog.TokenUsage.Name)
+	}
+}

@@ -2,6 +2,7 @@ package processor
 
 import (
 	"context"
+	"slices"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -110,33 +111,51 @@ func (p *Processor) Produce(context.Context) ([]metricdata.ScopeMetrics, error) 
 	m := func(i catalog.Instrument, data metricdata.Aggregation) metricdata.Metrics {
 		return metricdata.Metrics{Name: i.Name, Description: i.Description, Unit: i.Unit, Data: data}
 	}
-	return []metricdata.ScopeMetrics{{
-		Scope: instrumentation.Scope{Name: catalog.ScopeName},
-		Metrics: []metricdata.Metrics{
-			m(catalog.TokenUsage, tokenUsage),
-			m(catalog.OperationDuration, duration),
-			m(catalog.TimeToFirstChunk, ttft),
-			m(catalog.LLMTokens, tokens),
-			m(catalog.LLMCost, cost),
-			m(catalog.ContextUtilization, ctxUtil),
-			m(catalog.StatusTransitions, transitions),
-			m(catalog.AgentConversations, conversations),
-			m(catalog.SeriesOverflow, overflow),
-			m(catalog.ConversationsEvicted, evicted),
-			m(catalog.UnpricedCalls, unpricedSum),
-			m(catalog.CacheSavings, savings),
-			m(catalog.ConversationsCreated, life.created),
-			m(catalog.SessionStartDuration, life.sessionStart),
-			m(catalog.ConversationsActive, metricdata.Gauge[int64]{DataPoints: []metricdata.DataPoint[int64]{
-				{Time: now, Value: int64(len(p.convs.byID)) - p.life.closedTracked}}}),
-			m(catalog.ConversationsLimit, life.limit),
-			m(catalog.ConversationsClosed, life.closed),
-			m(catalog.ConversationCost, life.convCost),
-			m(catalog.ConversationTokens, life.convTokens),
-			m(catalog.RuntimeFaults, life.faults),
-			m(catalog.BudgetCrossings, life.crossings),
-		},
-	}}, nil
+	metrics := []metricdata.Metrics{
+		m(catalog.TokenUsage, tokenUsage),
+		m(catalog.OperationDuration, duration),
+		m(catalog.TimeToFirstChunk, ttft),
+		m(catalog.LLMTokens, tokens),
+		m(catalog.LLMCost, cost),
+		m(catalog.ContextUtilization, ctxUtil),
+		m(catalog.StatusTransitions, transitions),
+		m(catalog.AgentConversations, conversations),
+		m(catalog.SeriesOverflow, overflow),
+		m(catalog.ConversationsEvicted, evicted),
+		m(catalog.UnpricedCalls, unpricedSum),
+		m(catalog.CacheSavings, savings),
+		m(catalog.ConversationsCreated, life.created),
+		m(catalog.SessionStartDuration, life.sessionStart),
+		m(catalog.ConversationsActive, metricdata.Gauge[int64]{DataPoints: []metricdata.DataPoint[int64]{
+			{Time: now, Value: int64(len(p.convs.byID)) - p.life.closedTracked}}}),
+		m(catalog.ConversationsLimit, life.limit),
+		m(catalog.ConversationsClosed, life.closed),
+		m(catalog.ConversationCost, life.convCost),
+		m(catalog.ConversationTokens, life.convTokens),
+		m(catalog.RuntimeFaults, life.faults),
+		m(catalog.BudgetCrossings, life.crossings),
+	}
+	// A metric with no data point yet is left out, as the SDK does for its
+	// own instruments: OTLP receivers warn about empty metrics.
+	metrics = slices.DeleteFunc(metrics, func(m metricdata.Metrics) bool { return points(m.Data) == 0 })
+	return []metricdata.ScopeMetrics{{Scope: instrumentation.Scope{Name: catalog.ScopeName}, Metrics: metrics}}, nil
+}
+
+// points is the number of data points of an aggregation.
+func points(a metricdata.Aggregation) int {
+	switch d := a.(type) {
+	case metricdata.Sum[int64]:
+		return len(d.DataPoints)
+	case metricdata.Sum[float64]:
+		return len(d.DataPoints)
+	case metricdata.Gauge[int64]:
+		return len(d.DataPoints)
+	case metricdata.Histogram[int64]:
+		return len(d.DataPoints)
+	case metricdata.Histogram[float64]:
+		return len(d.DataPoints)
+	}
+	return 1
 }
 
 type lifecycleData struct {
