@@ -3,20 +3,16 @@ package e2e
 import (
 	"context"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"math"
-	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -930,7 +926,7 @@ func checkConvMetrics(t *testing.T, fams families, r *convReplay) {
 // the cost, token and lifecycle totals it queries with the replay's.
 func checkConvPromQL(t *testing.T, c *collector, r *convReplay, closedID string) {
 	t.Helper()
-	query := startConvPrometheus(t, c.httpAddr)
+	query := startPrometheus(t, "agentmeter-conversations", c.httpAddr, "/metrics")
 	await := func(q string, want float64) {
 		t.Helper()
 		eventually(t, 60*time.Second, fmt.Sprintf("%s = %.12f", q, want), func() (bool, string) {
@@ -954,101 +950,6 @@ func checkConvPromQL(t *testing.T, c *collector, r *convReplay, closedID string)
 	await(`sum(agentmeter_conversations_closed_total{reason="evicted"})`, 1)
 	await(`sum(agentmeter_conversation_cost_usd_sum)`, m.cost())
 	await(`sum(agentmeter_conversation_tokens_sum)`, float64(m.tokens.Input+m.tokens.Output))
-}
-
-// startConvPrometheus starts a Prometheus server scraping target every
-// second, waits until it is ready, and returns an instant-query function.
-func startConvPrometheus(t *testing.T, target string) func(q string) ([]float64, error) {
-	t.Helper()
-	promBin := needTool(t, "prometheus", "Debian package prometheus")
-	dir := t.TempDir()
-	cfg := fmt.Sprintf(`global:
-  scrape_interval: 1s
-  evaluation_interval: 1s
-scrape_configs:
-  - job_name: agentmeter-conversations
-    scrape_interval: 1s
-    scrape_timeout: 1s
-    static_configs:
-      - targets: [%q]
-`, target)
-	cfgPath := filepath.Join(dir, "prometheus.yml")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	addr := freePort(t)
-	prom := exec.Command(promBin, "--config.file", cfgPath, "--storage.tsdb.path", filepath.Join(dir, "data"),
-		"--web.listen-address", addr, "--log.level", "warn")
-	out := &syncBuffer{}
-	prom.Stdout, prom.Stderr = out, out
-	if err := prom.Start(); err != nil {
-		t.Fatalf("start prometheus: %v", err)
-	}
-	done := make(chan struct{})
-	go func() { _ = prom.Wait(); close(done) }()
-	t.Cleanup(func() {
-		_ = prom.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = prom.Process.Kill()
-			<-done
-		}
-		if t.Failed() {
-			t.Logf("prometheus output:\n%s", out.String())
-		}
-	})
-	client := &http.Client{Timeout: 5 * time.Second}
-	eventually(t, 60*time.Second, "prometheus ready", func() (bool, string) {
-		select {
-		case <-done:
-			t.Fatalf("prometheus exited before it was ready:\n%s", out.String())
-		default:
-		}
-		resp, err := client.Get("http://" + addr + "/-/ready")
-		if err != nil {
-			return false, err.Error()
-		}
-		defer resp.Body.Close()
-		return resp.StatusCode == http.StatusOK, resp.Status
-	})
-	return func(q string) ([]float64, error) {
-		resp, err := client.Get("http://" + addr + "/api/v1/query?query=" + url.QueryEscape(q))
-		if err != nil {
-			return nil, err
-		}
-		defer resp.Body.Close()
-		body, err := io.ReadAll(resp.Body)
-		if err != nil {
-			return nil, err
-		}
-		var res struct {
-			Status string `json:"status"`
-			Error  string `json:"error"`
-			Data   struct {
-				ResultType string `json:"resultType"`
-				Result     []struct {
-					Value [2]any `json:"value"`
-				} `json:"result"`
-			} `json:"data"`
-		}
-		if err := json.Unmarshal(body, &res); err != nil {
-			return nil, fmt.Errorf("decode %s: %w", body, err)
-		}
-		if res.Status != "success" || res.Data.ResultType != "vector" {
-			return nil, fmt.Errorf("query %s: status %s, type %s, error %s", q, res.Status, res.Data.ResultType, res.Error)
-		}
-		var vs []float64
-		for _, s := range res.Data.Result {
-			str, _ := s.Value[1].(string)
-			v, err := strconv.ParseFloat(str, 64)
-			if err != nil {
-				return nil, fmt.Errorf("query %s: value %v: %w", q, s.Value, err)
-			}
-			vs = append(vs, v)
-		}
-		return vs, nil
-	}
 }
 
 // ---------------------------------------------------------------- bad input

@@ -39,7 +39,6 @@ func needTool(t *testing.T, name, install string) string {
 // exposition.
 func TestPrometheusScrape(t *testing.T) {
 	t.Parallel()
-	promBin := needTool(t, "prometheus", "Debian package prometheus")
 	promtool := needTool(t, "promtool", "Debian package prometheus")
 	c := startCollector(t, options{})
 	unary, batches := fixture(time.Now())
@@ -59,98 +58,8 @@ func TestPrometheusScrape(t *testing.T) {
 	}
 
 	const job = "agentmeter-e2e"
-	dir := t.TempDir()
-	cfg := fmt.Sprintf(`global:
-  scrape_interval: 1s
-  evaluation_interval: 1s
-scrape_configs:
-  - job_name: %s
-    scrape_interval: 1s
-    scrape_timeout: 1s
-    metrics_path: /metrics
-    static_configs:
-      - targets: [%q]
-`, job, c.httpAddr)
-	cfgPath := filepath.Join(dir, "prometheus.yml")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	promAddr := freePort(t)
-	prom := exec.Command(promBin,
-		"--config.file", cfgPath,
-		"--storage.tsdb.path", filepath.Join(dir, "data"),
-		"--web.listen-address", promAddr,
-		"--log.level", "warn",
-	)
-	promOut := &syncBuffer{}
-	prom.Stdout, prom.Stderr = promOut, promOut
-	if err := prom.Start(); err != nil {
-		t.Fatalf("start prometheus: %v", err)
-	}
-	promDone := make(chan struct{})
-	go func() { _ = prom.Wait(); close(promDone) }()
-	t.Cleanup(func() {
-		_ = prom.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-promDone:
-		case <-time.After(10 * time.Second):
-			_ = prom.Process.Kill()
-			<-promDone
-		}
-		if t.Failed() {
-			t.Logf("prometheus output:\n%s", promOut.String())
-		}
-	})
+	query := startPrometheus(t, job, c.httpAddr, "/metrics")
 
-	client := &http.Client{Timeout: 5 * time.Second}
-	eventually(t, 60*time.Second, "prometheus ready", func() (bool, string) {
-		select {
-		case <-promDone:
-			t.Fatalf("prometheus exited before it was ready:\n%s", promOut.String())
-		default:
-		}
-		resp, err := client.Get("http://" + promAddr + "/-/ready")
-		if err != nil {
-			return false, err.Error()
-		}
-		defer resp.Body.Close()
-		return resp.StatusCode == http.StatusOK, resp.Status
-	})
-
-	query := func(q string) ([]float64, error) {
-		resp, err := client.Get("http://" + promAddr + "/api/v1/query?query=" + url.QueryEscape(q))
-		if err != nil {
-			return nil, err
-		}
-		defer resp.Body.Close()
-		body, _ := io.ReadAll(resp.Body)
-		var r struct {
-			Status string `json:"status"`
-			Error  string `json:"error"`
-			Data   struct {
-				ResultType string `json:"resultType"`
-				Result     []struct {
-					Value [2]any `json:"value"`
-				} `json:"result"`
-			} `json:"data"`
-		}
-		if err := json.Unmarshal(body, &r); err != nil {
-			return nil, fmt.Errorf("decode %s: %w", body, err)
-		}
-		if r.Status != "success" || r.Data.ResultType != "vector" {
-			return nil, fmt.Errorf("query %s: status %s, type %s, error %s", q, r.Status, r.Data.ResultType, r.Error)
-		}
-		var out []float64
-		for _, s := range r.Data.Result {
-			str, _ := s.Value[1].(string)
-			v, err := strconv.ParseFloat(str, 64)
-			if err != nil {
-				return nil, fmt.Errorf("query %s: value %v: %w", q, s.Value, err)
-			}
-			out = append(out, v)
-		}
-		return out, nil
-	}
 	// awaitScalar polls q until it returns one sample satisfying ok.
 	awaitScalar := func(q, want string, ok func(float64) bool) {
 		t.Helper()
@@ -179,4 +88,100 @@ scrape_configs:
 		"in (1.28, 2.56]", func(v float64) bool { return !math.IsNaN(v) && v > 1.28 && v <= 2.56 })
 
 	c.stop()
+}
+
+// startPrometheus starts a Prometheus server scraping target every
+// second, waits until it is ready, and returns an instant-query function.
+func startPrometheus(t *testing.T, job, target, metricsPath string) func(q string) ([]float64, error) {
+	t.Helper()
+	promBin := needTool(t, "prometheus", "Debian package prometheus")
+	dir := t.TempDir()
+	cfg := fmt.Sprintf(`global:
+  scrape_interval: 1s
+  evaluation_interval: 1s
+scrape_configs:
+  - job_name: %s
+    scrape_interval: 1s
+    scrape_timeout: 1s
+    metrics_path: %s
+    static_configs:
+      - targets: [%q]
+`, job, metricsPath, target)
+	cfgPath := filepath.Join(dir, "prometheus.yml")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	addr := freePort(t)
+	prom := exec.Command(promBin, "--config.file", cfgPath, "--storage.tsdb.path", filepath.Join(dir, "data"),
+		"--web.listen-address", addr, "--log.level", "warn")
+	out := &syncBuffer{}
+	prom.Stdout, prom.Stderr = out, out
+	if err := prom.Start(); err != nil {
+		t.Fatalf("start prometheus: %v", err)
+	}
+	done := make(chan struct{})
+	go func() { _ = prom.Wait(); close(done) }()
+	t.Cleanup(func() {
+		_ = prom.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = prom.Process.Kill()
+			<-done
+		}
+		if t.Failed() {
+			t.Logf("prometheus output:\n%s", out.String())
+		}
+	})
+	client := &http.Client{Timeout: 5 * time.Second}
+	eventually(t, 60*time.Second, "prometheus ready", func() (bool, string) {
+		select {
+		case <-done:
+			t.Fatalf("prometheus exited before it was ready:\n%s", out.String())
+		default:
+		}
+		resp, err := client.Get("http://" + addr + "/-/ready")
+		if err != nil {
+			return false, err.Error()
+		}
+		defer resp.Body.Close()
+		return resp.StatusCode == http.StatusOK, resp.Status
+	})
+	return func(q string) ([]float64, error) {
+		resp, err := client.Get("http://" + addr + "/api/v1/query?query=" + url.QueryEscape(q))
+		if err != nil {
+			return nil, err
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		if err != nil {
+			return nil, err
+		}
+		var res struct {
+			Status string `json:"status"`
+			Error  string `json:"error"`
+			Data   struct {
+				ResultType string `json:"resultType"`
+				Result     []struct {
+					Value [2]any `json:"value"`
+				} `json:"result"`
+			} `json:"data"`
+		}
+		if err := json.Unmarshal(body, &res); err != nil {
+			return nil, fmt.Errorf("decode %s: %w", body, err)
+		}
+		if res.Status != "success" || res.Data.ResultType != "vector" {
+			return nil, fmt.Errorf("query %s: status %s, type %s, error %s", q, res.Status, res.Data.ResultType, res.Error)
+		}
+		var vs []float64
+		for _, s := range res.Data.Result {
+			str, _ := s.Value[1].(string)
+			v, err := strconv.ParseFloat(str, 64)
+			if err != nil {
+				return nil, fmt.Errorf("query %s: value %v: %w", q, s.Value, err)
+			}
+			vs = append(vs, v)
+		}
+		return vs, nil
+	}
 }
