@@ -12,6 +12,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 PROTOC_GEN_GO_VERSION=v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION=v1.6.2
+KUBECTL_VALIDATE_VERSION=v0.0.4
 
 section() { printf '\n==> %s\n' "$*"; }
 die() { printf 'test.sh: %s\n' "$*" >&2; exit 1; }
@@ -51,10 +52,16 @@ if [ "v$(plugin_version protoc-gen-go-grpc)" != "$PROTOC_GEN_GO_GRPC_VERSION" ];
 	echo "installing protoc-gen-go-grpc $PROTOC_GEN_GO_GRPC_VERSION"
 	GOBIN="$gobin" go install "google.golang.org/grpc/cmd/protoc-gen-go-grpc@$PROTOC_GEN_GO_GRPC_VERSION"
 fi
+# deploy/ tests validate the Kubernetes manifests offline with it.
+if [ "$(go version -m "$gobin/kubectl-validate" 2>/dev/null | awk '$1 == "mod" {print $3}')" != "$KUBECTL_VALIDATE_VERSION" ]; then
+	echo "installing kubectl-validate $KUBECTL_VALIDATE_VERSION"
+	GOBIN="$gobin" go install "sigs.k8s.io/kubectl-validate@$KUBECTL_VALIDATE_VERSION"
+fi
 go version
 protoc --version
 prometheus --version 2>&1 | head -n 1
 echo "protoc-gen-go $(plugin_version protoc-gen-go), protoc-gen-go-grpc $(plugin_version protoc-gen-go-grpc)"
+echo "kubectl-validate $KUBECTL_VALIDATE_VERSION"
 
 section "gofmt"
 # Tracked and new (not ignored) files; generated code is protoc's business.
