@@ -79,7 +79,7 @@ func find(rm metricdata.ResourceMetrics, name string) (metricdata.Metrics, bool)
 func matches(set attribute.Set, want map[string]string) bool {
 	for k, v := range want {
 		got, ok := set.Value(attribute.Key(k))
-		if !ok || got.Emit() != v {
+		if !ok || got.String() != v {
 			return false
 		}
 	}
