@@ -13,6 +13,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PROTOC_GEN_GO_VERSION=v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION=v1.6.2
 KUBECTL_VALIDATE_VERSION=v0.0.4
+STATICCHECK_VERSION=v0.8.2
 
 section() { printf '\n==> %s\n' "$*"; }
 die() { printf 'test.sh: %s\n' "$*" >&2; exit 1; }
@@ -57,11 +58,16 @@ if [ "$(go version -m "$gobin/kubectl-validate" 2>/dev/null | awk '$1 == "mod" {
 	echo "installing kubectl-validate $KUBECTL_VALIDATE_VERSION"
 	GOBIN="$gobin" go install "sigs.k8s.io/kubectl-validate@$KUBECTL_VALIDATE_VERSION"
 fi
+# The linter run after go vet.
+if [ "$(go version -m "$gobin/staticcheck" 2>/dev/null | awk '$1 == "mod" {print $3}')" != "$STATICCHECK_VERSION" ]; then
+	echo "installing staticcheck $STATICCHECK_VERSION"
+	GOBIN="$gobin" go install "honnef.co/go/tools/cmd/staticcheck@$STATICCHECK_VERSION"
+fi
 go version
 protoc --version
 prometheus --version 2>&1 | head -n 1
 echo "protoc-gen-go $(plugin_version protoc-gen-go), protoc-gen-go-grpc $(plugin_version protoc-gen-go-grpc)"
-echo "kubectl-validate $KUBECTL_VALIDATE_VERSION"
+echo "kubectl-validate $KUBECTL_VALIDATE_VERSION, staticcheck $STATICCHECK_VERSION"
 
 section "gofmt"
 # Tracked and new (not ignored) files; generated code is protoc's business.
@@ -74,6 +80,10 @@ echo "ok"
 
 section "go vet"
 go vet ./...
+
+section "staticcheck"
+staticcheck ./...
+echo "ok"
 
 section "generated code (make proto-check)"
 make --no-print-directory proto-check
