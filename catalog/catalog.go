@@ -66,6 +66,7 @@ const (
 	AttrFaultKind     = attribute.Key("kind")
 	AttrThreshold     = attribute.Key("threshold")
 	AttrTableVersion  = attribute.Key("version")
+	AttrGRPCCode      = attribute.Key("grpc_code")
 	// AttrOverflow marks the series that absorbs measurements once the
 	// per-instrument series bound is reached (as the OTel SDK does).
 	AttrOverflow = attribute.Key("otel.metric.overflow")
@@ -288,6 +289,3 @@ var All = []Instrument{
 	ConversationsClosed, ConversationCost, ConversationTokens, RuntimeFaults,
 	BudgetCrossings, UnpricedCalls, CacheSavings, PricingInfo, PricingReloads,
 }
-
-// GRPCCodeAttr is the attribute key of ReceiverRequests.
-const GRPCCodeAttr = attribute.Key("grpc_code")

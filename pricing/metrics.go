@@ -37,8 +37,8 @@ func (w *Watcher) RegisterMetrics(m metric.Meter) error {
 	return nil
 }
 
-// Pricer prices with the watcher's current table. Its method set matches
-// processor.Pricer once wrapped by the caller.
+// Price prices a call with the watcher's current table; it makes the
+// Watcher a processor.Pricer.
 func (w *Watcher) Price(provider, model string, u Usage) (costUSD, cacheSavingsUSD float64, ok bool) {
 	p, ok := w.Current().Price(provider, model)
 	if !ok {

@@ -4,27 +4,23 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/agentmeter/agentmeter/pricing"
 	pb "github.com/agentmeter/agentmeter/proto/agentmeter/v1"
 )
 
-// Usage is an LLM call's token counts as the pricer needs them: Prompt
-// includes the cache tokens, Completion the reasoning tokens.
-type Usage struct {
-	Prompt, Completion, CacheRead, CacheWrite, CacheWrite1h int64
-}
-
-// Pricer prices an LLM call the agent sent no cost for.
+// Pricer prices an LLM call the agent sent no cost for. *pricing.Watcher
+// is one.
 type Pricer interface {
 	// Price returns the call's cost and what its cache reads saved, in USD,
 	// and false when it has no price for the model.
-	Price(provider, model string, u Usage) (costUSD, cacheSavingsUSD float64, ok bool)
+	Price(provider, model string, u pricing.Usage) (costUSD, cacheSavingsUSD float64, ok bool)
 }
 
 // PricerFunc adapts a function to Pricer.
-type PricerFunc func(provider, model string, u Usage) (float64, float64, bool)
+type PricerFunc func(provider, model string, u pricing.Usage) (float64, float64, bool)
 
 // Price calls f.
-func (f PricerFunc) Price(provider, model string, u Usage) (float64, float64, bool) {
+func (f PricerFunc) Price(provider, model string, u pricing.Usage) (float64, float64, bool) {
 	return f(provider, model, u)
 }
 

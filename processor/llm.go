@@ -4,6 +4,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 
 	"github.com/agentmeter/agentmeter/catalog"
+	"github.com/agentmeter/agentmeter/pricing"
 	pb "github.com/agentmeter/agentmeter/proto/agentmeter/v1"
 )
 
@@ -175,7 +176,7 @@ func (p *Processor) applyLLMCall(conv *conversation, agent string, c *pb.LLMCall
 		source, cost = costReported, *c.CostUsd
 	}
 	if p.pricer != nil {
-		u := Usage{Prompt: prompt, Completion: completion, CacheRead: c.GetCacheReadTokens(),
+		u := pricing.Usage{Prompt: prompt, Completion: completion, CacheRead: c.GetCacheReadTokens(),
 			CacheWrite: c.GetCacheWriteTokens(), CacheWrite1h: c.GetCacheWrite_1HTokens()}
 		computed, savings, ok := p.pricer.Price(c.GetProvider(), c.GetResponseModel(), u)
 		if !ok && c.GetResponseModel() != c.GetRequestModel() {

@@ -62,14 +62,6 @@ type Consumer interface {
 	Consume(ctx context.Context, events []*pb.Event, now time.Time, results []Result)
 }
 
-// ConsumerFunc adapts a function to Consumer.
-type ConsumerFunc func(ctx context.Context, events []*pb.Event, now time.Time, results []Result)
-
-// Consume calls f.
-func (f ConsumerFunc) Consume(ctx context.Context, events []*pb.Event, now time.Time, results []Result) {
-	f(ctx, events, now, results)
-}
-
 // Config bounds the processor's memory.
 type Config struct {
 	// DedupeWindow is how long an event id is remembered; 0 disables

@@ -45,12 +45,12 @@ func benchProcessor(b *testing.B) *processor.Processor {
 	table := pricing.Default()
 	p, err := processor.New(processor.Config{DedupeWindow: time.Hour, DedupeMaxIDs: 50_000, IdleExpiry: time.Hour, MaxTracked: 1000,
 		ClosedRetention: time.Minute, DefaultMaxBudgetUSD: proto.Float64(1e6)},
-		processor.Deps{Pricer: processor.PricerFunc(func(provider, model string, u processor.Usage) (float64, float64, bool) {
+		processor.Deps{Pricer: processor.PricerFunc(func(provider, model string, u pricing.Usage) (float64, float64, bool) {
 			mp, ok := table.Price(provider, model)
 			if !ok {
 				return 0, 0, false
 			}
-			c, s := mp.Cost(pricing.Usage(u))
+			c, s := mp.Cost(u)
 			return c, s, true
 		})})
 	if err != nil {

@@ -464,7 +464,7 @@ func (r *Receiver) initMetrics(m metric.Meter) error {
 		}
 		r.refused.Range(func(k, v any) bool {
 			o.ObserveInt64(refused, v.(*atomic.Int64).Load(),
-				metric.WithAttributes(catalog.GRPCCodeAttr.String(k.(codes.Code).String())))
+				metric.WithAttributes(catalog.AttrGRPCCode.String(k.(codes.Code).String())))
 			return true
 		})
 		o.ObserveInt64(panics, r.panics.Load())
@@ -476,9 +476,9 @@ func (r *Receiver) initMetrics(m metric.Meter) error {
 	return nil
 }
 
-// EventCount is the number of events of payload type typ ("llm_call", ...)
+// eventCount is the number of events of payload type typ ("llm_call", ...)
 // with outcome ("accepted", "duplicate", "rejected") so far. For tests.
-func (r *Receiver) EventCount(typ, outcome string) int64 {
+func (r *Receiver) eventCount(typ, outcome string) int64 {
 	for t := range numEventTypes {
 		for o := range numOutcomes {
 			if eventTypeNames[t] == typ && outcomeNames[o] == outcome {

@@ -130,13 +130,13 @@ func TestRecordMixedBatch(t *testing.T) {
 	if strings.Join(f.rec.applied, ",") != "a,b,d" {
 		t.Errorf("applied = %v, want a,b,d in order", f.rec.applied)
 	}
-	if n := f.recv.EventCount("llm_call", "rejected"); n != 2 {
+	if n := f.recv.eventCount("llm_call", "rejected"); n != 2 {
 		t.Errorf("llm_call rejected = %d, want 2", n)
 	}
-	if n := f.recv.EventCount("none", "rejected"); n != 1 {
+	if n := f.recv.eventCount("none", "rejected"); n != 1 {
 		t.Errorf("none rejected = %d, want 1", n)
 	}
-	if n := f.recv.EventCount("llm_call", "duplicate"); n != 1 {
+	if n := f.recv.eventCount("llm_call", "duplicate"); n != 1 {
 		t.Errorf("llm_call duplicate = %d, want 1", n)
 	}
 }
@@ -278,7 +278,7 @@ func TestNonUTF8(t *testing.T) {
 	if r := out.Rejected[0]; r.Index != 1 || r.EventId != "bad" || r.Field != "llm_call.provider" {
 		t.Errorf("rejection = %v, want index 1, bad, llm_call.provider", r)
 	}
-	if n := f.recv.EventCount("llm_call", "rejected"); n != 1 {
+	if n := f.recv.eventCount("llm_call", "rejected"); n != 1 {
 		t.Errorf("llm_call rejected = %d, want 1 (counted under its payload type)", n)
 	}
 }

@@ -132,9 +132,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		MaxTracked:          cfg.Conversations.MaxTracked,
 		ClosedRetention:     cfg.Conversations.ClosedRetention,
 		DefaultMaxBudgetUSD: cfg.Conversations.DefaultMaxBudgetUSD,
-	}, processor.Deps{Logger: log, Pricer: processor.PricerFunc(func(provider, model string, u processor.Usage) (float64, float64, bool) {
-		return prices.Price(provider, model, pricing.Usage(u))
-	})})
+	}, processor.Deps{Logger: log, Pricer: prices})
 	if err != nil {
 		return err
 	}
