@@ -148,38 +148,30 @@ func firstBadUTF8(md protoreflect.MessageDescriptor, b []byte, prefix string) (s
 
 // placeholder stands for an event that could not be decoded: its event_id
 // (made printable) and an empty payload of its type, so that it is counted
-// under the right event_type.
+// under the right event_type. The payload fields come from the descriptor,
+// so a payload added to the proto needs no change here.
 func placeholder(b []byte) *pb.Event {
 	ev := &pb.Event{}
+	m := ev.ProtoReflect()
+	fields := m.Descriptor().Fields()
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
 		if n < 0 {
 			return ev
 		}
 		b = b[n:]
-		if typ == protowire.BytesType {
-			v, n := protowire.ConsumeBytes(b)
-			if n < 0 {
-				return ev
-			}
-			b = b[n:]
-			switch num {
-			case 1:
-				ev.EventId = printable(string(v))
-			case 10:
-				ev.Payload = &pb.Event_LlmCall{LlmCall: &pb.LLMCall{}}
-			case 11:
-				ev.Payload = &pb.Event_AgentStatus{AgentStatus: &pb.AgentStatus{}}
-			case 12:
-				ev.Payload = &pb.Event_Conversation{Conversation: &pb.ConversationEvent{}}
-			case 13:
-				ev.Payload = &pb.Event_RuntimeFault{RuntimeFault: &pb.RuntimeFault{}}
-			}
-			continue
-		}
 		n = protowire.ConsumeFieldValue(num, typ, b)
 		if n < 0 {
 			return ev
+		}
+		fd := fields.ByNumber(num)
+		switch {
+		case fd == nil || typ != protowire.BytesType:
+		case fd.Name() == "event_id":
+			v, _ := protowire.ConsumeBytes(b)
+			ev.EventId = printable(string(v))
+		case fd.ContainingOneof() != nil && fd.Message() != nil:
+			m.Set(fd, m.NewField(fd))
 		}
 		b = b[n:]
 	}

@@ -46,3 +46,22 @@ func FuzzDecodeLeniently(f *testing.F) {
 		}
 	})
 }
+
+func TestPlaceholderKeepsPayloadType(t *testing.T) {
+	for _, ev := range []*pb.Event{
+		call("a"),
+		{EventId: "b", Payload: &pb.Event_AgentStatus{AgentStatus: &pb.AgentStatus{State: pb.AgentState_AGENT_STATE_RUNNING}}},
+		{EventId: "c", Payload: &pb.Event_Conversation{Conversation: &pb.ConversationEvent{}}},
+		{EventId: "d", Payload: &pb.Event_RuntimeFault{RuntimeFault: &pb.RuntimeFault{Kind: 1}}},
+		{EventId: "e"},
+	} {
+		b, err := proto.Marshal(ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := placeholder(b)
+		if got.EventId != ev.EventId || eventType(got) != eventType(ev) {
+			t.Errorf("placeholder(%v) = id %q type %d, want %q type %d", ev, got.EventId, eventType(got), ev.EventId, eventType(ev))
+		}
+	}
+}

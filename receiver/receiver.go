@@ -337,6 +337,7 @@ func (r *Receiver) apply(ctx context.Context, req *pb.RecordRequest) (*pb.Record
 		results := sc.results[:n]
 		r.consumer.Consume(ctx, sc.valid, now, results)
 		var tally [numEventTypes][2]int64
+		validatorRejections := len(resp.Rejected)
 		for i, res := range results {
 			switch res.Outcome {
 			case processor.Accepted:
@@ -357,9 +358,9 @@ func (r *Receiver) apply(ctx context.Context, req *pb.RecordRequest) (*pb.Record
 			}
 		}
 		clear(results)
-		if len(resp.Rejected) > 1 {
-			// Rejections by the processor come after the validator's; keep
-			// them in request order.
+		if validatorRejections > 0 && len(resp.Rejected) > validatorRejections {
+			// Rejections by the processor were appended after the
+			// validator's; keep them all in request order.
 			slices.SortFunc(resp.Rejected, func(a, b *pb.Rejection) int { return cmp.Compare(a.Index, b.Index) })
 		}
 	}
