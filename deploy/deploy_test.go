@@ -5,7 +5,6 @@ package deploy
 
 import (
 	"errors"
-	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -16,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agentmeter/agentmeter/internal/testtool"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -26,30 +26,6 @@ const (
 	podManifest   = "kubernetes/agent-pod.yaml"
 	readme        = "../README.md"
 )
-
-// needTool returns the path of a tool on PATH or in $(go env GOPATH)/bin,
-// where scripts/test.sh installs the Go tools. When it is missing the test
-// skips, except under CI=true, where it fails.
-func needTool(t *testing.T, name, install string) string {
-	t.Helper()
-	if path, err := exec.LookPath(name); err == nil {
-		return path
-	}
-	if out, err := exec.Command("go", "env", "GOPATH").Output(); err == nil {
-		for dir := range strings.SplitSeq(strings.TrimSpace(string(out)), string(os.PathListSeparator)) {
-			path := filepath.Join(dir, "bin", name)
-			if _, err := os.Stat(path); err == nil {
-				return path
-			}
-		}
-	}
-	msg := fmt.Sprintf("%s not found on PATH or in $(go env GOPATH)/bin (%s); install it or run ./scripts/test.sh, which does", name, install)
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("CI=true: %s", msg)
-	}
-	t.Skip(msg)
-	return ""
-}
 
 // run runs a tool and fails the test with its output when it exits non-zero.
 func run(t *testing.T, name string, args ...string) string {
@@ -65,13 +41,13 @@ func run(t *testing.T, name string, args ...string) string {
 
 func TestPromtoolCheckRules(t *testing.T) {
 	t.Parallel()
-	promtool := needTool(t, "promtool", "Debian package prometheus")
+	promtool := testtool.Need(t, "promtool", "Debian package prometheus")
 	run(t, promtool, "check", "rules", rulesFile)
 }
 
 func TestPromtoolTestRules(t *testing.T) {
 	t.Parallel()
-	promtool := needTool(t, "promtool", "Debian package prometheus")
+	promtool := testtool.Need(t, "promtool", "Debian package prometheus")
 	run(t, promtool, "test", "rules", rulesTestFile)
 }
 
@@ -80,7 +56,7 @@ func TestPromtoolTestRules(t *testing.T) {
 // not values: TestAgentPod checks what the sidecar needs.
 func TestKubectlValidate(t *testing.T) {
 	t.Parallel()
-	kv := needTool(t, "kubectl-validate", "go install sigs.k8s.io/kubectl-validate@v0.0.4")
+	kv := testtool.Need(t, "kubectl-validate", "go install sigs.k8s.io/kubectl-validate@v0.0.4")
 	run(t, kv, "--version", "1.30", manifestDir+"/")
 }
 

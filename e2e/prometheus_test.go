@@ -15,31 +15,16 @@ import (
 	"syscall"
 	"testing"
 	"time"
-)
 
-// needTool returns the path of a tool on PATH. When it is missing the test
-// skips, except in CI (CI=true), where a skipped end-to-end test would hide
-// a broken setup: there it fails.
-func needTool(t *testing.T, name, install string) string {
-	t.Helper()
-	path, err := exec.LookPath(name)
-	if err == nil {
-		return path
-	}
-	msg := fmt.Sprintf("%s not found on PATH (%s); install it or run ./scripts/test.sh, which does", name, install)
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("CI=true: %s", msg)
-	}
-	t.Skip(msg)
-	return ""
-}
+	"github.com/agentmeter/agentmeter/internal/testtool"
+)
 
 // TestPrometheusScrape runs a real Prometheus server against the collector
 // and checks PromQL results, and runs promtool check metrics on the
 // exposition.
 func TestPrometheusScrape(t *testing.T) {
 	t.Parallel()
-	promtool := needTool(t, "promtool", "Debian package prometheus")
+	promtool := testtool.Need(t, "promtool", "Debian package prometheus")
 	c := startCollector(t, options{})
 	unary, batches := fixture(time.Now())
 	c.record(unary...)
@@ -94,7 +79,7 @@ func TestPrometheusScrape(t *testing.T) {
 // second, waits until it is ready, and returns an instant-query function.
 func startPrometheus(t *testing.T, job, target, metricsPath string) func(q string) ([]float64, error) {
 	t.Helper()
-	promBin := needTool(t, "prometheus", "Debian package prometheus")
+	promBin := testtool.Need(t, "prometheus", "Debian package prometheus")
 	dir := t.TempDir()
 	cfg := fmt.Sprintf(`global:
   scrape_interval: 1s

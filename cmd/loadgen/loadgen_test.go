@@ -2,18 +2,15 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
-	"errors"
 	"io"
 	"net"
 	"strings"
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-
 	"github.com/agentmeter/agentmeter/cmd/loadgen/load"
+	"github.com/agentmeter/agentmeter/internal/ingesttest"
 	pb "github.com/agentmeter/agentmeter/proto/agentmeter/v1"
 )
 
@@ -71,7 +68,6 @@ func TestParseFlags(t *testing.T) {
 
 // accepter accepts everything; rejectFirst rejects the first event of each batch.
 type accepter struct {
-	pb.UnimplementedIngestServiceServer
 	rejectFirst bool
 }
 
@@ -84,47 +80,8 @@ func (a accepter) answer(req *pb.RecordRequest) *pb.RecordResponse {
 	return &pb.RecordResponse{Accepted: n}
 }
 
-func (a accepter) Record(_ context.Context, req *pb.RecordRequest) (*pb.RecordResponse, error) {
-	return a.answer(req), nil
-}
-
-func (a accepter) RecordStream(st grpc.BidiStreamingServer[pb.RecordRequest, pb.RecordResponse]) error {
-	for {
-		req, err := st.Recv()
-		if errors.Is(err, io.EOF) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		if err := st.Send(a.answer(req)); err != nil {
-			return err
-		}
-	}
-}
-
-func startServer(t *testing.T, a accepter) string {
-	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer()
-	pb.RegisterIngestServiceServer(srv, a)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = srv.Serve(lis)
-	}()
-	t.Cleanup(func() {
-		srv.Stop()
-		<-done
-	})
-	return lis.Addr().String()
-}
-
 func TestRunJSON(t *testing.T) {
-	target := startServer(t, accepter{})
+	target := ingesttest.Serve(t, accepter{}.answer)
 	var stdout, stderr bytes.Buffer
 	code := run([]string{"--target", target, "--events", "2500", "--batch", "100", "--json", "--progress", "0"}, &stdout, &stderr)
 	if code != 0 {
@@ -145,7 +102,7 @@ func TestRunJSON(t *testing.T) {
 }
 
 func TestRunReportsRejections(t *testing.T) {
-	target := startServer(t, accepter{rejectFirst: true})
+	target := ingesttest.Serve(t, accepter{rejectFirst: true}.answer)
 	var stdout, stderr bytes.Buffer
 	code := run([]string{"--target", target, "--events", "1000", "--batch", "10", "--progress", "0"}, &stdout, &stderr)
 	if code != 0 { // rejections are the server's answer, not an error of the run

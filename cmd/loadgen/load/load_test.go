@@ -1,9 +1,6 @@
 package load
 
 import (
-	"context"
-	"errors"
-	"io"
 	"log/slog"
 	"net"
 	"strings"
@@ -11,10 +8,10 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/agentmeter/agentmeter/internal/ingesttest"
 	pb "github.com/agentmeter/agentmeter/proto/agentmeter/v1"
 )
 
@@ -278,7 +275,6 @@ func TestValidateListsEveryProblem(t *testing.T) {
 // recorder is an IngestService that de-duplicates by event_id like agentmeter
 // does, and optionally miscounts.
 type recorder struct {
-	pb.UnimplementedIngestServiceServer
 	miscount bool
 
 	mu   sync.Mutex // guards seen
@@ -303,45 +299,11 @@ func (s *recorder) answer(req *pb.RecordRequest) *pb.RecordResponse {
 	return resp
 }
 
-func (s *recorder) Record(_ context.Context, req *pb.RecordRequest) (*pb.RecordResponse, error) {
-	return s.answer(req), nil
-}
-
-func (s *recorder) RecordStream(st grpc.BidiStreamingServer[pb.RecordRequest, pb.RecordResponse]) error {
-	for {
-		req, err := st.Recv()
-		if errors.Is(err, io.EOF) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		if err := st.Send(s.answer(req)); err != nil {
-			return err
-		}
-	}
-}
-
 // startRecorder serves s on a loopback port for the test's lifetime.
 func startRecorder(t *testing.T, s *recorder) string {
 	t.Helper()
 	s.seen = make(map[string]bool)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer()
-	pb.RegisterIngestServiceServer(srv, s)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = srv.Serve(lis)
-	}()
-	t.Cleanup(func() {
-		srv.Stop()
-		<-done
-	})
-	return lis.Addr().String()
+	return ingesttest.Serve(t, s.answer)
 }
 
 func TestRunNeverRepeatsAnID(t *testing.T) {
