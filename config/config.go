@@ -82,7 +82,8 @@ type GRPC struct {
 	// empty host listens on every interface; port 0 picks a free port.
 	Endpoint string `yaml:"endpoint"`
 	// MaxRecvMsgSizeMiB is the largest request accepted, in MiB. Default 4
-	// (10000 LLM calls with every field set take about 2.5 MiB);
+	// (10000 LLM calls with every field set take 2.56 MiB, see
+	// receiver's TestFullBatchFitsDefaults);
 	// must be between 1 and 256.
 	MaxRecvMsgSizeMiB int `yaml:"max_recv_msg_size_mib"`
 	// MaxConcurrentStreams is the most concurrent streams per client

@@ -6,6 +6,11 @@ import (
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/otel/metric"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/exemplar"
+
+	"github.com/agentmeter/agentmeter/catalog"
 	pb "github.com/agentmeter/agentmeter/proto/agentmeter/v1"
 )
 
@@ -77,5 +82,37 @@ func BenchmarkUsage(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// BenchmarkSDKHistograms is the alternative this package does not take: the
+// five histogram measurements of one LLM call recorded on synchronous
+// OpenTelemetry SDK instruments, with attribute sets built once and cached.
+// Compare its ns/op with BenchmarkConsume, which does all of an event's work.
+func BenchmarkSDKHistograms(b *testing.B) {
+	reader := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader), sdkmetric.WithExemplarFilter(exemplar.AlwaysOffFilter))
+	b.Cleanup(func() { _ = mp.Shutdown(context.Background()) })
+	m := mp.Meter(catalog.ScopeName)
+	tokens, _ := m.Int64Histogram(catalog.TokenUsage.Name, metric.WithExplicitBucketBoundaries(catalog.TokenBuckets...))
+	duration, _ := m.Float64Histogram(catalog.OperationDuration.Name, metric.WithExplicitBucketBoundaries(catalog.DurationBuckets...))
+	ttft, _ := m.Float64Histogram(catalog.TimeToFirstChunk.Name, metric.WithExplicitBucketBoundaries(catalog.DurationBuckets...))
+	ctxUtil, _ := m.Float64Histogram(catalog.ContextUtilization.Name, metric.WithExplicitBucketBoundaries(catalog.RatioBuckets...))
+	s := newLLMSeries(
+		catalog.AttrOperationName.String("chat"), catalog.AttrProviderName.String("anthropic"),
+		catalog.AttrRequestModel.String("claude-sonnet-4"), catalog.AttrResponseModel.String("claude-sonnet-4-20250514"),
+		catalog.AttrAgentName.String("CodeActAgent"),
+	)
+	common := []metric.RecordOption{metric.WithAttributeSet(s.attrs)}
+	in := []metric.RecordOption{metric.WithAttributeSet(s.tokenSets[tokInput])}
+	out := []metric.RecordOption{metric.WithAttributeSet(s.tokenSets[tokOutput])}
+	ctx := context.Background()
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		tokens.Record(ctx, int64(1000+i%100), in...)
+		tokens.Record(ctx, int64(200+i%10), out...)
+		duration.Record(ctx, 2.5, common...)
+		ttft.Record(ctx, 0.4, common...)
+		ctxUtil.Record(ctx, 0.005, common...)
 	}
 }
