@@ -10,7 +10,12 @@
 // catalogue table, which a test compares with it).
 package catalog
 
-import "go.opentelemetry.io/otel/attribute"
+import (
+	"fmt"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+)
 
 // SemconvVersion is the OpenTelemetry semantic conventions release the GenAI
 // names and attributes follow.
@@ -288,4 +293,24 @@ var All = []Instrument{
 	ConversationsCreated, SessionStartDuration, ConversationsActive, ConversationsLimit,
 	ConversationsClosed, ConversationCost, ConversationTokens, RuntimeFaults,
 	BudgetCrossings, UnpricedCalls, CacheSavings, PricingInfo, PricingReloads,
+}
+
+// Int64ObservableCounter creates the instrument on m with its catalogue name,
+// unit and description.
+func (i Instrument) Int64ObservableCounter(m metric.Meter) (metric.Int64ObservableCounter, error) {
+	c, err := m.Int64ObservableCounter(i.Name, metric.WithUnit(i.Unit), metric.WithDescription(i.Description))
+	if err != nil {
+		return nil, fmt.Errorf("create %s: %w", i.Name, err)
+	}
+	return c, nil
+}
+
+// Int64ObservableGauge creates the instrument on m with its catalogue name,
+// unit and description.
+func (i Instrument) Int64ObservableGauge(m metric.Meter) (metric.Int64ObservableGauge, error) {
+	g, err := m.Int64ObservableGauge(i.Name, metric.WithUnit(i.Unit), metric.WithDescription(i.Description))
+	if err != nil {
+		return nil, fmt.Errorf("create %s: %w", i.Name, err)
+	}
+	return g, nil
 }

@@ -291,10 +291,9 @@ func (c *countingExporter) Export(ctx context.Context, rm *metricdata.ResourceMe
 }
 
 func (c *countingExporter) register(m metric.Meter) error {
-	inst := catalog.OTLPExports
-	ctr, err := m.Int64ObservableCounter(inst.Name, metric.WithUnit(inst.Unit), metric.WithDescription(inst.Description))
+	ctr, err := catalog.OTLPExports.Int64ObservableCounter(m)
 	if err != nil {
-		return fmt.Errorf("create %s: %w", inst.Name, err)
+		return err
 	}
 	ok := metric.WithAttributeSet(attribute.NewSet(catalog.AttrOutcome.String(catalog.OutcomeSuccess)))
 	fail := metric.WithAttributeSet(attribute.NewSet(catalog.AttrOutcome.String(catalog.OutcomeFailure)))
@@ -304,7 +303,7 @@ func (c *countingExporter) register(m metric.Meter) error {
 		return nil
 	}, ctr)
 	if err != nil {
-		return fmt.Errorf("register %s callback: %w", inst.Name, err)
+		return fmt.Errorf("register %s callback: %w", catalog.OTLPExports.Name, err)
 	}
 	return nil
 }

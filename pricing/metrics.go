@@ -13,14 +13,13 @@ import (
 // RegisterMetrics reports the table in use (agentmeter_pricing_table_info,
 // labelled with its version) and the reload outcomes on m.
 func (w *Watcher) RegisterMetrics(m metric.Meter) error {
-	info, err := m.Int64ObservableGauge(catalog.PricingInfo.Name, metric.WithDescription(catalog.PricingInfo.Description))
+	info, err := catalog.PricingInfo.Int64ObservableGauge(m)
 	if err != nil {
-		return fmt.Errorf("create %s: %w", catalog.PricingInfo.Name, err)
+		return err
 	}
-	reloads, err := m.Int64ObservableCounter(catalog.PricingReloads.Name,
-		metric.WithUnit(catalog.PricingReloads.Unit), metric.WithDescription(catalog.PricingReloads.Description))
+	reloads, err := catalog.PricingReloads.Int64ObservableCounter(m)
 	if err != nil {
-		return fmt.Errorf("create %s: %w", catalog.PricingReloads.Name, err)
+		return err
 	}
 	success := metric.WithAttributeSet(attribute.NewSet(catalog.AttrOutcome.String(catalog.OutcomeSuccess)))
 	failure := metric.WithAttributeSet(attribute.NewSet(catalog.AttrOutcome.String(catalog.OutcomeFailure)))

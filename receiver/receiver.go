@@ -438,20 +438,17 @@ func (r *Receiver) initMetrics(m metric.Meter) error {
 			)
 		}
 	}
-	events, err := m.Int64ObservableCounter(catalog.ReceiverEvents.Name,
-		metric.WithUnit(catalog.ReceiverEvents.Unit), metric.WithDescription(catalog.ReceiverEvents.Description))
+	events, err := catalog.ReceiverEvents.Int64ObservableCounter(m)
 	if err != nil {
-		return fmt.Errorf("create %s: %w", catalog.ReceiverEvents.Name, err)
+		return err
 	}
-	refused, err := m.Int64ObservableCounter(catalog.ReceiverRequests.Name,
-		metric.WithUnit(catalog.ReceiverRequests.Unit), metric.WithDescription(catalog.ReceiverRequests.Description))
+	refused, err := catalog.ReceiverRequests.Int64ObservableCounter(m)
 	if err != nil {
-		return fmt.Errorf("create %s: %w", catalog.ReceiverRequests.Name, err)
+		return err
 	}
-	panics, err := m.Int64ObservableCounter(catalog.ReceiverPanics.Name,
-		metric.WithUnit(catalog.ReceiverPanics.Unit), metric.WithDescription(catalog.ReceiverPanics.Description))
+	panics, err := catalog.ReceiverPanics.Int64ObservableCounter(m)
 	if err != nil {
-		return fmt.Errorf("create %s: %w", catalog.ReceiverPanics.Name, err)
+		return err
 	}
 	_, err = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
 		for t := range numEventTypes {
