@@ -27,7 +27,7 @@ WORKDIR /agentmeter
 USER 65532:65532
 # 4320: gRPC ingest and usage API. 9464: /metrics, /healthz, /readyz.
 EXPOSE 4320 9464
-# The memory limit the Go runtime aims for; keep it below the container's limit.
-ENV GOMEMLIMIT=48MiB
+# memory.limit_mib defaults to 90% of the container's memory limit and sets
+# the Go runtime's limit; no GOMEMLIMIT here, which would override it.
 ENTRYPOINT ["/agentmeter/collector"]
 CMD ["--config", "/agentmeter/config.yaml"]

@@ -17,6 +17,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/KimMachineGun/automemlimit/memlimit"
 )
 
 // Protocols of the OTLP exporter.
@@ -52,6 +54,9 @@ type Config struct {
 	Shutdown Shutdown `yaml:"shutdown"`
 	// Log configures the collector's own log.
 	Log Log `yaml:"log"`
+	// Memory bounds the collector's memory; every other memory bound is
+	// sized from it.
+	Memory Memory `yaml:"memory"`
 }
 
 // Receiver configures the ingest of agent events.
@@ -139,7 +144,9 @@ type OTLP struct {
 	Headers map[string]string `yaml:"headers"`
 	// Interval is the time between two pushes. Default 30s; must be > 0.
 	Interval time.Duration `yaml:"interval"`
-	// Timeout bounds one push. Default 10s; must be > 0 and <= Interval.
+	// Timeout bounds one push. Default 10s, or Interval when that is
+	// shorter and the file sets no timeout (so that `interval: 1s` alone is
+	// valid); must be > 0 and <= Interval.
 	Timeout time.Duration `yaml:"timeout"`
 }
 
@@ -185,8 +192,48 @@ type Log struct {
 	Format string `yaml:"format"`
 }
 
+// Memory bounds the collector's memory.
+type Memory struct {
+	// LimitMiB is the memory the collector may use, in MiB. It sets the Go
+	// runtime's soft memory limit (runtime/debug.SetMemoryLimit), unless
+	// the GOMEMLIMIT environment variable is set, which then wins for the
+	// runtime; the collector's other memory bounds (in-flight requests,
+	// connections, the scrape path) are sized from LimitMiB either way.
+	// Default: 90% of the container's cgroup memory limit (v1 or v2) when
+	// there is one, else 256. Must be between 16 and 1048576.
+	LimitMiB int `yaml:"limit_mib"`
+}
+
+// DefaultMemoryLimitMiB is memory.limit_mib outside a container with a
+// memory limit.
+const DefaultMemoryLimitMiB = 256
+
+// Bounds of memory.limit_mib: below 16 MiB the runtime's own footprint
+// leaves nothing to size bounds from; the top keeps bytes in an int64.
+const (
+	minMemoryLimitMiB = 16
+	maxMemoryLimitMiB = 1 << 20
+)
+
+// LimitBytes is LimitMiB in bytes.
+func (m Memory) LimitBytes() int64 { return int64(m.LimitMiB) << 20 }
+
+// memoryLimitMiB is the default memory.limit_mib: 90% of the limit that
+// cgroup reports, in MiB, or DefaultMemoryLimitMiB when it reports none
+// (not in a container, no limit set, or unreadable).
+func memoryLimitMiB(cgroup func() (uint64, error)) int {
+	limit, err := cgroup()
+	if err != nil || limit == 0 {
+		return DefaultMemoryLimitMiB
+	}
+	mib := limit / 10 * 9 >> 20
+	return int(max(minMemoryLimitMiB, min(mib, maxMemoryLimitMiB)))
+}
+
 // Default returns the configuration with every default. It is the one place
 // defaults are set; config.yaml at the repository root spells them out.
+// memory.limit_mib depends on the container Default runs in: it reads the
+// cgroup memory limit.
 func Default() Config {
 	return Config{
 		Receiver: Receiver{
@@ -220,6 +267,7 @@ func Default() Config {
 		Pricing:  Pricing{Table: ""},
 		Shutdown: Shutdown{GracePeriod: 15 * time.Second},
 		Log:      Log{Level: "info", Format: "json"},
+		Memory:   Memory{LimitMiB: memoryLimitMiB(memlimit.FromCgroup)},
 	}
 }
 
@@ -284,6 +332,7 @@ func (c Config) Validate() error {
 		c.Pricing.Validate(),
 		c.Shutdown.Validate(),
 		c.Log.Validate(),
+		c.Memory.Validate(),
 	}
 	// The two servers cannot share a port.
 	gh, gp, gerr := net.SplitHostPort(c.Receiver.GRPC.Endpoint)
@@ -526,6 +575,14 @@ func (l Log) Validate() error {
 		errs = append(errs, mustf("log.format", "", "must be json or text, got %q", l.Format))
 	}
 	return errors.Join(errs...)
+}
+
+// Validate reports the problems of the memory section.
+func (m Memory) Validate() error {
+	if m.LimitMiB < minMemoryLimitMiB || m.LimitMiB > maxMemoryLimitMiB {
+		return mustf("memory.limit_mib", "", "must be between %d and %d, got %d", minMemoryLimitMiB, maxMemoryLimitMiB, m.LimitMiB)
+	}
+	return nil
 }
 
 // checkListen checks a host:port to listen on: any host, port 0..65535.

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/KimMachineGun/automemlimit/memlimit"
 )
 
 func TestDefaultIsValid(t *testing.T) {
@@ -92,6 +94,7 @@ func TestParseGood(t *testing.T) {
 			c.Pricing.Table = "prices.yaml"
 			c.Shutdown.GracePeriod = 90 * time.Second
 			c.Log = Log{Level: "debug", Format: "text"}
+			c.Memory.LimitMiB = 96
 		}},
 		{name: "some keys, empty values keep defaults", file: "good_partial.yaml", want: func(c *Config) {
 			c.Receiver.GRPC.Endpoint = ":4320"
@@ -187,6 +190,7 @@ var garbage = map[string][]string{
 	"shutdown.grace_period":                {"abc", "0s", "-1s"},
 	"log.level":                            {"{a: 1}", "INFO", "warning", `""`},
 	"log.format":                           {"{a: 1}", "JSON", "logfmt"},
+	"memory.limit_mib":                     {"abc", "0", "15", "-1", "1048577", "1.5", "128Mi"},
 }
 
 // TestEveryFieldRejectsGarbage sets each leaf of Config, one at a time, to
@@ -342,6 +346,7 @@ func TestValidate(t *testing.T) {
 			"shutdown.grace_period must be > 0, got 0s",
 			`log.level must be one of debug, info, warn, error; got ""`,
 			`log.format must be json or text, got ""`,
+			"memory.limit_mib must be between 16 and 1048576, got 0",
 		}},
 		{name: "budget NaN", modify: func(c *Config) { c.Conversations.DefaultMaxBudgetUSD = &nan }, want: []string{
 			"conversations.default_max_budget_usd must be a finite number > 0 (omit it for no budget), got NaN",
@@ -553,5 +558,78 @@ func TestSlogLevel(t *testing.T) {
 				t.Errorf("SlogLevel(%q) = %v, want %v", tc.level, got, tc.want)
 			}
 		})
+	}
+}
+
+// TestOTLPTimeoutFollowsInterval: a timeout the file leaves out is the
+// smaller of 10s and the interval; one the file sets is checked as written.
+func TestOTLPTimeoutFollowsInterval(t *testing.T) {
+	tests := []struct {
+		name string
+		doc  string
+		want time.Duration // 0: Parse must fail with wantErr
+		err  string
+	}{
+		{name: "short interval alone", doc: "exporters:\n  otlp:\n    interval: 1s\n", want: time.Second},
+		{name: "sub-second interval alone", doc: "exporters:\n  otlp:\n    interval: 250ms\n", want: 250 * time.Millisecond},
+		{name: "long interval keeps 10s", doc: "exporters:\n  otlp:\n    interval: 5m\n", want: 10 * time.Second},
+		{name: "empty timeout follows", doc: "exporters:\n  otlp:\n    interval: 2s\n    timeout:\n", want: 2 * time.Second},
+		{name: "explicit shorter timeout kept", doc: "exporters:\n  otlp:\n    interval: 2s\n    timeout: 500ms\n", want: 500 * time.Millisecond},
+		{name: "explicit timeout over interval refused", doc: "exporters:\n  otlp:\n    interval: 1s\n    timeout: 10s\n",
+			err: "line 4: exporters.otlp.timeout must be <= exporters.otlp.interval (1s), got 10s"},
+		{name: "explicit timeout over default interval refused", doc: "exporters:\n  otlp:\n    timeout: 31s\n",
+			err: "line 3: exporters.otlp.timeout must be <= exporters.otlp.interval (30s), got 31s"},
+		{name: "bad interval reported alone", doc: "exporters:\n  otlp:\n    interval: 0s\n",
+			err: "line 3: exporters.otlp.interval must be > 0, got 0s"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := Parse([]byte(tc.doc))
+			if tc.err != "" {
+				if err == nil || err.Error() != tc.err {
+					t.Fatalf("Parse error = %v, want %s", err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Parse: %v", err)
+			}
+			if got := cfg.Exporters.OTLP.Timeout; got != tc.want {
+				t.Errorf("exporters.otlp.timeout = %s, want %s", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestMemoryLimitDefault(t *testing.T) {
+	const mib = 1 << 20
+	tests := []struct {
+		name   string
+		cgroup func() (uint64, error)
+		want   int
+	}{
+		{"no limit", func() (uint64, error) { return 0, memlimit.ErrNoLimit }, DefaultMemoryLimitMiB},
+		{"not in a cgroup", func() (uint64, error) { return 0, memlimit.ErrNoCgroup }, DefaultMemoryLimitMiB},
+		{"unreadable", func() (uint64, error) { return 0, os.ErrPermission }, DefaultMemoryLimitMiB},
+		{"zero", func() (uint64, error) { return 0, nil }, DefaultMemoryLimitMiB},
+		{"64Mi pod", func() (uint64, error) { return 64 * mib, nil }, 57},
+		{"128Mi pod", func() (uint64, error) { return 128 * mib, nil }, 115},
+		{"1Gi pod", func() (uint64, error) { return 1024 * mib, nil }, 921},
+		{"tiny limit floors at 16", func() (uint64, error) { return 4 * mib, nil }, 16},
+		{"huge limit caps", func() (uint64, error) { return 1 << 62, nil }, 1 << 20},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := memoryLimitMiB(tc.cgroup); got != tc.want {
+				t.Errorf("memoryLimitMiB = %d, want %d", got, tc.want)
+			}
+		})
+	}
+	if got := (Memory{LimitMiB: 128}).LimitBytes(); got != 128*mib {
+		t.Errorf("LimitBytes = %d, want %d", got, 128*mib)
+	}
+	// The machine's own default is one of the two kinds.
+	if got := Default().Memory.LimitMiB; got < 16 || got > 1<<20 {
+		t.Errorf("Default().Memory.LimitMiB = %d, out of range", got)
 	}
 }

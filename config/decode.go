@@ -29,7 +29,9 @@ import (
 // Decoding is strict: an unknown or repeated key, a value of the wrong type
 // and a malformed ${...} are errors naming the line and the dotted path, such
 // as "line 7: exporters.otlp.endpiont: unknown key". A key that is omitted or
-// left empty keeps its default; an empty file is Default. Parse reports every
+// left empty keeps its default; an empty file is Default. An
+// exporters.otlp.timeout the file leaves out follows a shorter
+// exporters.otlp.interval. Parse reports every
 // decoding and Validate problem at once, joined with errors.Join and in line
 // order. On error the returned Config is the zero Config.
 func Parse(data []byte) (Config, error) {
@@ -44,6 +46,11 @@ func Parse(data []byte) (Config, error) {
 	}
 	if cfg.Exporters.OTLP.Protocol == ProtocolHTTPProtobuf && !d.set["exporters.otlp.endpoint"] {
 		cfg.Exporters.OTLP.Endpoint = defaultOTLPHTTPEndpoint
+	}
+	// The default timeout follows a shorter interval, so that a default
+	// the file never wrote cannot make it invalid.
+	if o := &cfg.Exporters.OTLP; !d.set["exporters.otlp.timeout"] && o.Interval > 0 {
+		o.Timeout = min(o.Timeout, o.Interval)
 	}
 
 	problems := d.problems

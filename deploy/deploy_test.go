@@ -459,7 +459,7 @@ func TestAgentPod(t *testing.T) {
 	}
 
 	if got := c.Resources.Limits["memory"]; got != "64Mi" {
-		t.Errorf("limits.memory = %q, want 64Mi (the image sets GOMEMLIMIT=48MiB)", got)
+		t.Errorf("limits.memory = %q, want 64Mi (memory.limit_mib follows it: 57 MiB)", got)
 	}
 	if c.Resources.Requests["cpu"] == "" || c.Resources.Requests["memory"] == "" {
 		t.Errorf("requests = %v, want cpu and memory", c.Resources.Requests)

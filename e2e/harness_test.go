@@ -103,6 +103,8 @@ type options struct {
 	Env []string
 	// PricingTable is pricing.table; "" = the built-in table.
 	PricingTable string
+	// MemoryLimitMiB is memory.limit_mib; 0 = the default.
+	MemoryLimitMiB int
 }
 
 func (o options) withDefaults() options {
@@ -154,6 +156,9 @@ exporters:
 	}
 	if o.PricingTable != "" {
 		fmt.Fprintf(&b, "pricing:\n  table: %q\n", o.PricingTable)
+	}
+	if o.MemoryLimitMiB != 0 {
+		fmt.Fprintf(&b, "memory:\n  limit_mib: %d\n", o.MemoryLimitMiB)
 	}
 	fmt.Fprintf(&b, `conversations:
   idle_expiry: 1h

@@ -91,6 +91,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	logger := newLogger(cfg.Log, stderr)
+	setMemoryLimit(cfg.Memory, os.LookupEnv, logger)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	if err := serve(ctx, cfg, logger); err != nil {
@@ -106,6 +107,21 @@ func newLogger(cfg config.Log, w io.Writer) *slog.Logger {
 		return slog.New(slog.NewTextHandler(w, opts))
 	}
 	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+// setMemoryLimit gives the Go runtime memory.limit_mib as its soft memory
+// limit, unless GOMEMLIMIT is set in the environment: the runtime has read
+// that one at start, and an operator who set it explicitly wins. The
+// collector's own bounds are sized from memory.limit_mib either way.
+func setMemoryLimit(cfg config.Memory, lookupEnv func(string) (string, bool), log *slog.Logger) {
+	if v, ok := lookupEnv("GOMEMLIMIT"); ok && v != "" {
+		log.Info("memory limit", "limit_mib", cfg.LimitMiB, "runtime_limit_bytes", debug.SetMemoryLimit(-1),
+			"runtime_limit_from", "GOMEMLIMIT")
+		return
+	}
+	debug.SetMemoryLimit(cfg.LimitBytes())
+	log.Info("memory limit", "limit_mib", cfg.LimitMiB, "runtime_limit_bytes", cfg.LimitBytes(),
+		"runtime_limit_from", "memory.limit_mib")
 }
 
 // component is the lifecycle every part of the pipeline follows.

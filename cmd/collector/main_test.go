@@ -2,10 +2,14 @@ package main
 
 import (
 	"bytes"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"testing"
+
+	"github.com/agentmeter/agentmeter/config"
 )
 
 func TestRunCommands(t *testing.T) {
@@ -52,5 +56,22 @@ func TestRunCommands(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestSetMemoryLimit(t *testing.T) {
+	old := debug.SetMemoryLimit(-1)
+	t.Cleanup(func() { debug.SetMemoryLimit(old) })
+	log := slog.New(slog.DiscardHandler)
+
+	setMemoryLimit(config.Memory{LimitMiB: 77}, func(string) (string, bool) { return "", false }, log)
+	if got := debug.SetMemoryLimit(-1); got != 77<<20 {
+		t.Errorf("runtime memory limit = %d, want %d", got, 77<<20)
+	}
+	// GOMEMLIMIT in the environment: the runtime's own limit stays.
+	debug.SetMemoryLimit(55 << 20)
+	setMemoryLimit(config.Memory{LimitMiB: 77}, func(k string) (string, bool) { return "55MiB", k == "GOMEMLIMIT" }, log)
+	if got := debug.SetMemoryLimit(-1); got != 55<<20 {
+		t.Errorf("runtime memory limit with GOMEMLIMIT set = %d, want %d", got, 55<<20)
 	}
 }
