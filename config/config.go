@@ -102,6 +102,14 @@ type HTTP struct {
 	// Default "0.0.0.0:9464", so that Prometheus and the kubelet can reach
 	// it. Port 0 picks a free port.
 	Endpoint string `yaml:"endpoint"`
+	// WebConfigFile is a Prometheus web configuration file
+	// (github.com/prometheus/exporter-toolkit: tls_server_config,
+	// basic_auth_users, http_server_config) that turns on TLS and basic
+	// auth for the whole HTTP server, probes included. Default "": plain
+	// HTTP, no auth. Load resolves a relative path against the directory
+	// of the config file; the file is read again on every connection
+	// (TLS) and request (basic auth), so edits apply without a restart.
+	WebConfigFile string `yaml:"web_config_file"`
 }
 
 // Exporters configures where the metrics go.
@@ -283,8 +291,10 @@ func Load(path string) (Config, error) {
 	if err != nil {
 		return Config{}, fmt.Errorf("load config %q: %w", path, err)
 	}
-	if t := cfg.Pricing.Table; t != "" && !filepath.IsAbs(t) {
-		cfg.Pricing.Table = filepath.Join(filepath.Dir(path), t)
+	for _, p := range []*string{&cfg.Pricing.Table, &cfg.HTTP.WebConfigFile} {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(filepath.Dir(path), *p)
+		}
 	}
 	return cfg, nil
 }
@@ -386,7 +396,7 @@ func (g GRPC) Validate() error {
 
 // Validate reports the problems of the http section.
 func (h HTTP) Validate() error {
-	return checkListen("http.endpoint", h.Endpoint)
+	return errors.Join(checkListen("http.endpoint", h.Endpoint), checkFilePath("http.web_config_file", h.WebConfigFile))
 }
 
 // Validate reports the problems of the exporters section.
@@ -547,8 +557,14 @@ func (c Conversations) Validate() error {
 
 // Validate reports the problems of the pricing section.
 func (p Pricing) Validate() error {
-	if strings.ContainsRune(p.Table, 0) {
-		return mustf("pricing.table", "", "must be a file path, got %q", p.Table)
+	return checkFilePath("pricing.table", p.Table)
+}
+
+// checkFilePath checks the value of a key naming a file ("" = none). What
+// the file holds is checked where it is loaded (collector validate too).
+func checkFilePath(path, file string) error {
+	if strings.ContainsRune(file, 0) {
+		return mustf(path, "", "must be a file path, got %q", file)
 	}
 	return nil
 }

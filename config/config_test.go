@@ -77,7 +77,7 @@ func TestParseGood(t *testing.T) {
 				DedupeMaxIDs:        10,
 				MaxFutureSkew:       30 * time.Second,
 			}
-			c.HTTP.Endpoint = "127.0.0.1:19464"
+			c.HTTP = HTTP{Endpoint: "127.0.0.1:19464", WebConfigFile: "web-config.yml"}
 			c.Exporters = Exporters{
 				Prometheus: Prometheus{Enabled: false, Path: "/agentmeter/metrics"},
 				OTLP: OTLP{
@@ -173,6 +173,7 @@ var garbage = map[string][]string{
 	"receiver.dedupe_max_ids":              {"abc", "0", "-1"},
 	"receiver.max_future_skew":             {"abc", "0s", "-1m"},
 	"http.endpoint":                        {"[a, b]", "9464", "host:-1"},
+	"http.web_config_file":                 {"{a: 1}", "[a]", `"a\0b"`},
 	"exporters.prometheus.enabled":         {"abc", "1", "yes"},
 	"exporters.prometheus.path":            {"{a: 1}", "metrics", "/healthz", "/readyz", "/a b", "/metrics/", "/a/../b"},
 	"exporters.otlp.enabled":               {"abc", "0"},
@@ -514,13 +515,16 @@ func TestLoad(t *testing.T) {
 			t.Errorf("Load error =\n%v\nwant\n%s", err, want)
 		}
 	})
-	t.Run("relative price table is resolved against the file", func(t *testing.T) {
-		cfg, err := Load(write("rel.yaml", "pricing:\n  table: prices/table.yaml\n"))
+	t.Run("relative file paths are resolved against the file", func(t *testing.T) {
+		cfg, err := Load(write("rel.yaml", "pricing:\n  table: prices/table.yaml\nhttp:\n  web_config_file: web.yml\n"))
 		if err != nil {
 			t.Fatal(err)
 		}
 		if want := filepath.Join(dir, "prices", "table.yaml"); cfg.Pricing.Table != want {
 			t.Errorf("pricing.table = %q, want %q", cfg.Pricing.Table, want)
+		}
+		if want := filepath.Join(dir, "web.yml"); cfg.HTTP.WebConfigFile != want {
+			t.Errorf("http.web_config_file = %q, want %q", cfg.HTTP.WebConfigFile, want)
 		}
 	})
 	t.Run("absolute price table is kept", func(t *testing.T) {

@@ -3,6 +3,8 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"net"
@@ -105,6 +107,16 @@ type options struct {
 	PricingTable string
 	// MemoryLimitMiB is memory.limit_mib; 0 = the default.
 	MemoryLimitMiB int
+	// Web is http.web_config_file and how the harness reaches the HTTP
+	// server through it; nil = plain HTTP.
+	Web *webOptions
+}
+
+// webOptions configure TLS and basic auth on the HTTP server.
+type webOptions struct {
+	ConfigFile string         // http.web_config_file
+	RootCAs    *x509.CertPool // trusted for https; nil = plain http
+	User, Pass string         // basic auth of the harness's requests; "" = none
 }
 
 func (o options) withDefaults() options {
@@ -137,11 +149,11 @@ func configYAML(o options, grpcAddr, httpAddr string) string {
   dedupe_window: %s
 http:
   endpoint: %q
-exporters:
+%sexporters:
   prometheus:
     enabled: true
     path: %s
-`, grpcAddr, o.MaxRecvMsgSizeMiB, o.MaxEventsPerRequest, o.DedupeWindow, httpAddr, o.MetricsPath)
+`, grpcAddr, o.MaxRecvMsgSizeMiB, o.MaxEventsPerRequest, o.DedupeWindow, httpAddr, webConfigYAML(o.Web), o.MetricsPath)
 	if o.OTLP != nil {
 		fmt.Fprintf(&b, `  otlp:
     enabled: true
@@ -169,6 +181,13 @@ log:
   format: text
 `, o.GracePeriod)
 	return b.String()
+}
+
+func webConfigYAML(w *webOptions) string {
+	if w == nil {
+		return ""
+	}
+	return fmt.Sprintf("  web_config_file: %q\n", w.ConfigFile)
 }
 
 // collector is one running collector process.
@@ -227,6 +246,9 @@ func launch(t *testing.T, o options, configPath, grpcAddr, httpAddr string) *col
 		stderr: &syncBuffer{},
 		exited: make(chan struct{}),
 		http:   &http.Client{Timeout: 5 * time.Second},
+	}
+	if o.Web != nil && o.Web.RootCAs != nil {
+		c.http.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: o.Web.RootCAs, MinVersion: tls.VersionTLS12}}
 	}
 	c.cmd = exec.Command(collectorBin, "--config", configPath)
 	c.cmd.Env = append(os.Environ(), o.Env...)
@@ -303,9 +325,26 @@ func (c *collector) waitReady(timeout time.Duration) error {
 	}
 }
 
+// httpGet fetches path from the HTTP endpoint, over https and with basic
+// auth when options.Web asks for them.
+func (c *collector) httpGet(path string) (*http.Response, error) {
+	scheme := "http"
+	if c.opts.Web != nil && c.opts.Web.RootCAs != nil {
+		scheme = "https"
+	}
+	req, err := http.NewRequest(http.MethodGet, scheme+"://"+c.httpAddr+path, nil)
+	if err != nil {
+		return nil, err
+	}
+	if c.opts.Web != nil && c.opts.Web.User != "" {
+		req.SetBasicAuth(c.opts.Web.User, c.opts.Web.Pass)
+	}
+	return c.http.Do(req)
+}
+
 // get fetches path from the HTTP endpoint and returns the status code.
 func (c *collector) get(path string) (int, error) {
-	resp, err := c.http.Get("http://" + c.httpAddr + path)
+	resp, err := c.httpGet(path)
 	if err != nil {
 		return 0, err
 	}
@@ -374,7 +413,7 @@ func (c *collector) scrape() (families, string) {
 }
 
 func (c *collector) tryScrape() (families, string, error) {
-	resp, err := c.http.Get("http://" + c.httpAddr + c.opts.MetricsPath)
+	resp, err := c.httpGet(c.opts.MetricsPath)
 	if err != nil {
 		return nil, "", fmt.Errorf("scrape %s: %w", c.opts.MetricsPath, err)
 	}

@@ -79,6 +79,14 @@ func TestPrometheusScrape(t *testing.T) {
 // second, waits until it is ready, and returns an instant-query function.
 func startPrometheus(t *testing.T, job, target, metricsPath string) func(q string) ([]float64, error) {
 	t.Helper()
+	return startPrometheusScraping(t, job, target, metricsPath, "")
+}
+
+// startPrometheusScraping is startPrometheus with more keys for the scrape
+// config (scheme, tls_config, basic_auth), each line indented by four
+// spaces.
+func startPrometheusScraping(t *testing.T, job, target, metricsPath, extra string) func(q string) ([]float64, error) {
+	t.Helper()
 	promBin := testtool.Need(t, "prometheus", "Debian package prometheus")
 	dir := t.TempDir()
 	cfg := fmt.Sprintf(`global:
@@ -89,9 +97,9 @@ scrape_configs:
     scrape_interval: 1s
     scrape_timeout: 1s
     metrics_path: %s
-    static_configs:
+%s    static_configs:
       - targets: [%q]
-`, job, metricsPath, target)
+`, job, metricsPath, extra, target)
 	cfgPath := filepath.Join(dir, "prometheus.yml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/exporter-toolkit/web"
 	"github.com/prometheus/otlptranslator"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/exporters/otlp/otlpmetric/otlpmetricgrpc"
@@ -63,8 +64,12 @@ type Exporter struct {
 }
 
 // New builds the MeterProvider with the readers cfg enables. Nothing listens
-// until Start.
+// until Start. A web config file that does not load is an error here, not at
+// the first request.
 func New(ctx context.Context, cfg config.Config, deps Deps) (*Exporter, error) {
+	if err := ValidateWebConfig(cfg.HTTP.WebConfigFile); err != nil {
+		return nil, err
+	}
 	e := &Exporter{cfg: cfg, log: deps.Logger, served: make(chan struct{})}
 	if e.log == nil {
 		e.log = slog.New(slog.DiscardHandler)
@@ -167,6 +172,16 @@ func newOTLPExporter(ctx context.Context, cfg config.OTLP) (sdkmetric.Exporter, 
 	}
 }
 
+// ValidateWebConfig loads the web config file at path (http.web_config_file;
+// "" = none) as the HTTP server will: its YAML, its users' bcrypt hashes,
+// its certificate pair and client CA.
+func ValidateWebConfig(path string) error {
+	if err := web.Validate(path); err != nil {
+		return fmt.Errorf("http.web_config_file %q: %w", path, err)
+	}
+	return nil
+}
+
 // MeterProvider is where the processor and receiver create their instruments.
 func (e *Exporter) MeterProvider() metric.MeterProvider { return e.provider }
 
@@ -198,7 +213,11 @@ func (e *Exporter) Handler() http.Handler {
 	return mux
 }
 
-// Start listens on http.endpoint and serves Handler in the background.
+// Start listens on http.endpoint and serves Handler in the background,
+// behind the TLS and basic auth of http.web_config_file when one is set.
+// exporter-toolkit reads that file again for every TLS handshake and every
+// request, so a renewed certificate or a changed password applies at once;
+// basic auth covers every path, /healthz and /readyz included.
 func (e *Exporter) Start(_ context.Context) error {
 	ln, err := net.Listen("tcp", e.cfg.HTTP.Endpoint)
 	if err != nil {
@@ -213,14 +232,16 @@ func (e *Exporter) Start(_ context.Context) error {
 		IdleTimeout:       60 * time.Second,
 		ErrorLog:          slog.NewLogLogger(e.log.Handler(), slog.LevelWarn),
 	}
+	webConfig := e.cfg.HTTP.WebConfigFile
 	go func() {
 		defer close(e.served)
-		if err := e.server.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		err := web.Serve(ln, e.server, &web.FlagConfig{WebConfigFile: &webConfig}, e.log.With("component", "http"))
+		if err != nil && !errors.Is(err, http.ErrServerClosed) {
 			e.log.Error("http server stopped", "err", err)
 		}
 	}()
 	e.log.Info("http server listening", "endpoint", ln.Addr().String(),
-		"metrics", e.registry != nil, "otlp", e.otlp != nil)
+		"metrics", e.registry != nil, "otlp", e.otlp != nil, "web_config_file", webConfig)
 	return nil
 }
 

@@ -77,7 +77,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "agentmeter collector %s (semconv %s)\n", version(), catalog.SemconvVersion)
 		return exitOK
 	case "validate":
-		if _, err := config.Load(*configPath); err != nil {
+		cfg, err := config.Load(*configPath)
+		if err == nil {
+			err = checkFiles(cfg)
+		}
+		if err != nil {
 			fmt.Fprintln(stderr, err)
 			return exitUsage
 		}
@@ -86,6 +90,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 
 	cfg, err := config.Load(*configPath)
+	if err == nil {
+		err = checkFiles(cfg)
+	}
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return exitUsage
@@ -99,6 +106,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return exitRuntime
 	}
 	return exitOK
+}
+
+// checkFiles loads the files the configuration names, as the collector does
+// at start, so that `collector validate` reports a bad one and the collector
+// refuses it before it listens.
+func checkFiles(cfg config.Config) error {
+	return errors.Join(
+		exporter.ValidateWebConfig(cfg.HTTP.WebConfigFile),
+	)
 }
 
 func newLogger(cfg config.Log, w io.Writer) *slog.Logger {

@@ -22,6 +22,13 @@ func TestRunCommands(t *testing.T) {
 	if err := os.WriteFile(bad, []byte("receiver:\n  max_events_per_request: 0\n  dedupe_window: soon\nlog:\n  colour: red\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	badWeb := filepath.Join(dir, "badweb.yaml")
+	if err := os.WriteFile(badWeb, []byte("http:\n  web_config_file: web.yml\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "web.yml"), []byte("basic_auth_users:\n  prometheus: plaintext\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		name      string
 		args      []string
@@ -36,6 +43,10 @@ func TestRunCommands(t *testing.T) {
 			"receiver.max_events_per_request", "receiver.dedupe_window", "log.colour",
 		}},
 		{"missing file", []string{"validate", "--config", filepath.Join(dir, "nope.yaml")}, exitUsage, "", []string{"nope.yaml"}},
+		{"validate a bad web config file", []string{"validate", "--config", badWeb}, exitUsage, "", []string{
+			"http.web_config_file", "web.yml", "hashedSecret",
+		}},
+		{"run with a bad web config file", []string{"--config", badWeb}, exitUsage, "", []string{"http.web_config_file"}},
 		{"run with a bad config", []string{"--config", bad}, exitUsage, "", []string{"receiver.dedupe_window"}},
 		{"unknown flag", []string{"--colour"}, exitUsage, "", []string{"flag provided but not defined", "usage: collector"}},
 		{"unexpected argument", []string{"validate", "extra"}, exitUsage, "", []string{`unexpected argument "extra"`}},
