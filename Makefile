@@ -4,8 +4,12 @@ GOBIN     ?= $(shell $(GO) env GOPATH)/bin
 PROTOC    ?= protoc
 PROTO_DIR := proto
 PROTO_SRC := $(wildcard $(PROTO_DIR)/agentmeter/v1/*.proto)
+PYTHON    ?= python3
+PY_DIR    := clients/python
+PY_VENV   := $(PY_DIR)/.venv
+PY_GEN    := $(PY_DIR)/src/agentmeter/v1
 
-.PHONY: help build proto proto-check fmt vet test test-race bench fuzz loadbench run
+.PHONY: help build proto proto-check py-venv fmt vet test test-race bench fuzz loadbench run
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -17,15 +21,26 @@ build: ## build the collector and the load generator into bin/
 run: ## run the collector on the default config.yaml
 	$(GO) run ./cmd/collector --config config.yaml
 
-proto: ## regenerate the Go code from proto/
+py-venv: $(PY_VENV)/.installed ## the venv of clients/python with the pinned tools of requirements-dev.txt
+
+$(PY_VENV)/.installed: $(PY_DIR)/requirements-dev.txt
+	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10) and "clients/python needs Python >= 3.10")'
+	$(PYTHON) -m venv $(PY_VENV)
+	$(PY_VENV)/bin/python -m pip install -q --disable-pip-version-check -r $(PY_DIR)/requirements-dev.txt
+	touch $@
+
+proto: $(PY_VENV)/.installed ## regenerate the Go and Python code from proto/
 	PATH="$(GOBIN):$$PATH" $(PROTOC) -I $(PROTO_DIR) \
 		--go_out=$(PROTO_DIR) --go_opt=paths=source_relative \
 		--go-grpc_out=$(PROTO_DIR) --go-grpc_opt=paths=source_relative \
 		$(PROTO_SRC)
+	$(PY_VENV)/bin/python -m grpc_tools.protoc -I $(PROTO_DIR) \
+		--python_out=$(PY_DIR)/src --pyi_out=$(PY_DIR)/src --grpc_python_out=$(PY_DIR)/src \
+		$(PROTO_SRC)
 
 proto-check: proto ## fail when the committed generated code is not current
-	@git diff --exit-code -- $(PROTO_DIR) || { echo "generated code is stale: run make proto and commit"; exit 1; }
-	@test -z "$$(git status --porcelain -- $(PROTO_DIR))" || { git status --porcelain -- $(PROTO_DIR); echo "untracked generated files: run make proto and commit"; exit 1; }
+	@git diff --exit-code -- $(PROTO_DIR) $(PY_GEN) || { echo "generated code is stale: run make proto and commit"; exit 1; }
+	@test -z "$$(git status --porcelain -- $(PROTO_DIR) $(PY_GEN))" || { git status --porcelain -- $(PROTO_DIR) $(PY_GEN); echo "untracked generated files: run make proto and commit"; exit 1; }
 
 fmt: ## gofmt the tree
 	gofmt -w $$(git ls-files '*.go' | grep -v '\.pb\.go$$')

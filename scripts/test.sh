@@ -2,7 +2,8 @@
 # The project's test command (README: building and testing; `make test`).
 # Installs what is missing, then runs every check CI runs, in order:
 # gofmt, go vet, generated-code check, race tests (unit and end-to-end),
-# and a short fuzz smoke. Idempotent: a second run installs nothing.
+# the Python client (wheel and pytest against the real binary), and a short
+# fuzz smoke. Idempotent: a second run installs nothing.
 #
 # Environment: FUZZTIME (default 5s) is the fuzz time per target; CI=true
 # makes the end-to-end tests fail, not skip, when a tool is missing.
@@ -69,6 +70,13 @@ prometheus --version 2>&1 | head -n 1
 echo "protoc-gen-go $(plugin_version protoc-gen-go), protoc-gen-go-grpc $(plugin_version protoc-gen-go-grpc)"
 echo "kubectl-validate $KUBECTL_VALIDATE_VERSION, staticcheck $STATICCHECK_VERSION"
 
+# clients/python: a venv with the pinned grpcio-tools (make proto) and the
+# Python tests' dependencies (requirements-dev.txt); pip's cache keeps a rerun short.
+section "python environment (clients/python/.venv)"
+command -v "${PYTHON:-python3}" >/dev/null 2>&1 || die "${PYTHON:-python3} is not on PATH: the Python client needs Python >= 3.10"
+make --no-print-directory py-venv PYTHON="${PYTHON:-python3}"
+clients/python/.venv/bin/python --version
+
 section "gofmt"
 # Tracked and new (not ignored) files; generated code is protoc's business.
 mapfile -t gofiles < <(git ls-files --cached --others --exclude-standard -- '*.go' | grep -v '\.pb\.go$' || true)
@@ -90,6 +98,20 @@ make --no-print-directory proto-check
 
 section "tests (race detector, unit and end-to-end)"
 go test -race -count=1 ./...
+
+section "python client (clients/python): wheel, then pytest against the built collector"
+# litellm would fetch its price map from the internet at import.
+export LITELLM_LOCAL_MODEL_COST_MAP=True
+py="$PWD/clients/python/.venv/bin/python"
+rm -rf clients/python/dist
+"$py" -m build --wheel --outdir clients/python/dist clients/python >/dev/null
+ls clients/python/dist
+# The tests import the installed wheel, not the source tree.
+"$py" -m pip install -q --disable-pip-version-check --force-reinstall --no-deps clients/python/dist/agentmeter-*.whl
+rc=0
+(cd clients/python && "$py" -m pytest -q -p no:cacheprovider) || rc=$?
+[ "$rc" -ne 5 ] || die "pytest collected no tests in clients/python"
+[ "$rc" -eq 0 ] || die "python client tests failed (pytest exit $rc)"
 
 section "fuzz smoke (${FUZZTIME:-5s} per target)"
 ./scripts/fuzz.sh "${FUZZTIME:-5s}"
