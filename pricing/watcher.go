@@ -8,27 +8,22 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/fsnotify/fsnotify"
+	"github.com/agentmeter/agentmeter/internal/filewatch"
 )
-
-// defaultDebounce is how long the Watcher waits after the last change in
-// the file's directory before it reloads: editors and Kubernetes replace a
-// file in several steps.
-const defaultDebounce = 200 * time.Millisecond
 
 // Watcher serves the current price table of a file and reloads it on
 // Reload (the collector calls it on SIGHUP) and when the file changes. A
 // file that fails to load keeps the previous table in service.
 //
-// The Watcher watches the file's directory, not the file, so that it sees
-// an editor's rename-and-replace and a Kubernetes ConfigMap's symlink swap
-// (..data). A file that is a symlink into another directory is reloaded only
-// when the link itself changes, or on Reload.
+// Changes are seen through internal/filewatch: the file's directory is
+// watched, so that an editor's rename-and-replace and a Kubernetes
+// ConfigMap's symlink swap (..data) are seen. A file that is a symlink into
+// another directory is reloaded only when the link itself changes, or on
+// Reload.
 type Watcher struct {
 	path     string // absolute; "" serves Default()
 	format   string
@@ -44,9 +39,7 @@ type Watcher struct {
 	mu      sync.Mutex // guards the lifecycle fields below
 	started bool
 	stopped bool
-	fsw     *fsnotify.Watcher
-	stop    chan struct{}
-	done    chan struct{}
+	fw      *filewatch.Watcher
 }
 
 // NewWatcher loads the price table at path and returns a Watcher serving
@@ -56,7 +49,7 @@ func NewWatcher(path string, logger *slog.Logger) (*Watcher, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	w := &Watcher{logger: logger, debounce: defaultDebounce}
+	w := &Watcher{logger: logger, debounce: filewatch.DefaultDebounce}
 	if path == "" {
 		w.cur.Store(Default())
 		return w, nil
@@ -152,49 +145,17 @@ func (w *Watcher) Start(ctx context.Context) error {
 		w.started = true
 		return nil
 	}
-	fsw, err := fsnotify.NewWatcher()
+	fw, err := filewatch.New([]string{w.path}, w.debounce, func() {
+		_ = w.reload("file_change", false) // logged and counted by reload
+	}, w.logger.With("path", w.path))
 	if err != nil {
 		return fmt.Errorf("watch price table: %w", err)
 	}
-	dir := filepath.Dir(w.path)
-	if err := fsw.Add(dir); err != nil {
-		_ = fsw.Close()
-		return fmt.Errorf("watch price table directory %q: %w", dir, err)
+	if err := fw.Start(ctx); err != nil {
+		return fmt.Errorf("watch price table: %w", err)
 	}
-	w.started, w.fsw = true, fsw
-	w.stop, w.done = make(chan struct{}), make(chan struct{})
-	go w.loop(fsw, w.stop, w.done)
+	w.started, w.fw = true, fw
 	return nil
-}
-
-// loop owns the debounce timer. It reloads after a quiet period following
-// any event about the file or a Kubernetes "..data"-style entry.
-func (w *Watcher) loop(fsw *fsnotify.Watcher, stop <-chan struct{}, done chan<- struct{}) {
-	defer close(done)
-	base := filepath.Base(w.path)
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
-	defer timer.Stop()
-	for {
-		select {
-		case <-stop:
-			return
-		case ev, ok := <-fsw.Events:
-			if !ok {
-				return
-			}
-			if name := filepath.Base(ev.Name); name == base || strings.HasPrefix(name, "..") {
-				timer.Reset(w.debounce)
-			}
-		case err, ok := <-fsw.Errors:
-			if !ok {
-				return
-			}
-			w.logger.Warn("price table watch error", "path", w.path, "err", err)
-		case <-timer.C:
-			_ = w.reload("file_change", false) // logged and counted by reload
-		}
-	}
 }
 
 // Shutdown stops watching and waits for the watch goroutine, or for ctx.
@@ -207,17 +168,13 @@ func (w *Watcher) Shutdown(ctx context.Context) error {
 		return nil
 	}
 	w.stopped = true
-	fsw, stop, done := w.fsw, w.stop, w.done
+	fw := w.fw
 	w.mu.Unlock()
-	if fsw == nil {
+	if fw == nil {
 		return nil
 	}
-	close(stop)
-	select {
-	case <-done:
-	case <-ctx.Done():
-		_ = fsw.Close()
-		return fmt.Errorf("price table watcher shutdown: %w", ctx.Err())
+	if err := fw.Shutdown(ctx); err != nil {
+		return fmt.Errorf("price table watcher: %w", err)
 	}
-	return fsw.Close()
+	return nil
 }
