@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,10 +16,19 @@ import (
 // is called; stop fails the test unless serve stops cleanly and in time.
 func startSink(t *testing.T) (addr string, stop func()) {
 	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, _, stop = startCountingSink(t)
+	return addr, stop
+}
+
+// startCountingSink is startSink that also reports how many bytes the sink
+// has read from its connections.
+func startCountingSink(t *testing.T) (addr string, read *atomic.Int64, stop func()) {
+	t.Helper()
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
+	lis := &countingListener{Listener: inner, read: new(atomic.Int64)}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- serve(ctx, lis, slog.New(slog.DiscardHandler)) }()
@@ -39,7 +49,32 @@ func startSink(t *testing.T) (addr string, stop func()) {
 		}
 	}
 	t.Cleanup(stop)
-	return lis.Addr().String(), stop
+	return lis.Addr().String(), lis.read, stop
+}
+
+// countingListener counts the bytes read from every connection it accepts.
+type countingListener struct {
+	net.Listener
+	read *atomic.Int64
+}
+
+func (l *countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &countingConn{Conn: c, read: l.read}, nil
+}
+
+type countingConn struct {
+	net.Conn
+	read *atomic.Int64
+}
+
+func (c *countingConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.read.Add(int64(n))
+	return n, err
 }
 
 func TestSinkUnderLoad(t *testing.T) {
@@ -75,15 +110,23 @@ func TestSinkUnderLoad(t *testing.T) {
 }
 
 func TestSinkStopsWithOpenStreams(t *testing.T) {
-	addr, stop := startSink(t)
+	addr, read, stop := startCountingSink(t)
 	c := load.Default()
-	c.Target, c.Streams, c.Duration, c.Progress = addr, 4, 2*time.Second, 0
+	c.Target, c.Streams, c.Duration, c.Progress = addr, 4, time.Minute, 0
 	res := make(chan load.Result, 1)
 	go func() {
 		r, _ := load.Run(context.Background(), c) // the stop may cut the run short
 		res <- r
 	}()
-	time.Sleep(300 * time.Millisecond)
+	// Stop once batches are flowing: several batches of 100 events have
+	// been read, however slow the machine is.
+	deadline := time.Now().Add(30 * time.Second)
+	for read.Load() < 256<<10 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the load sent %d bytes in 30s", read.Load())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	start := time.Now()
 	stop()
 	if took := time.Since(start); took > stopTimeout+time.Second {
