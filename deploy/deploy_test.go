@@ -318,12 +318,17 @@ type (
 		} `yaml:"spec"`
 	}
 	secContext struct {
-		RunAsNonRoot             *bool `yaml:"runAsNonRoot"`
-		ReadOnlyRootFilesystem   *bool `yaml:"readOnlyRootFilesystem"`
-		AllowPrivilegeEscalation *bool `yaml:"allowPrivilegeEscalation"`
+		RunAsNonRoot             *bool  `yaml:"runAsNonRoot"`
+		RunAsUser                *int64 `yaml:"runAsUser"`
+		Privileged               *bool  `yaml:"privileged"`
+		ReadOnlyRootFilesystem   *bool  `yaml:"readOnlyRootFilesystem"`
+		AllowPrivilegeEscalation *bool  `yaml:"allowPrivilegeEscalation"`
 		Capabilities             struct {
 			Drop []string `yaml:"drop"`
 		} `yaml:"capabilities"`
+		SeccompProfile struct {
+			Type string `yaml:"type"`
+		} `yaml:"seccompProfile"`
 	}
 	k8sPort struct {
 		Name          string `yaml:"name"`
@@ -350,6 +355,7 @@ type (
 				} `yaml:"fieldRef"`
 			} `yaml:"valueFrom"`
 		} `yaml:"env"`
+		StartupProbe   *k8sProbe `yaml:"startupProbe"`
 		LivenessProbe  *k8sProbe `yaml:"livenessProbe"`
 		ReadinessProbe *k8sProbe `yaml:"readinessProbe"`
 		Resources      struct {
@@ -367,6 +373,9 @@ type (
 		ConfigMap *struct {
 			Name string `yaml:"name"`
 		} `yaml:"configMap"`
+		EmptyDir *struct {
+			SizeLimit string `yaml:"sizeLimit"`
+		} `yaml:"emptyDir"`
 	}
 )
 

@@ -15,6 +15,7 @@ PROTOC_GEN_GO_VERSION=v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION=v1.6.2
 KUBECTL_VALIDATE_VERSION=v0.0.4
 STATICCHECK_VERSION=v0.8.2
+HELM_VERSION=v3.22.0
 
 section() { printf '\n==> %s\n' "$*"; }
 die() { printf 'test.sh: %s\n' "$*" >&2; exit 1; }
@@ -59,6 +60,11 @@ if [ "$(go version -m "$gobin/kubectl-validate" 2>/dev/null | awk '$1 == "mod" {
 	echo "installing kubectl-validate $KUBECTL_VALIDATE_VERSION"
 	GOBIN="$gobin" go install "sigs.k8s.io/kubectl-validate@$KUBECTL_VALIDATE_VERSION"
 fi
+# deploy/ tests lint and render the Helm chart with it.
+if [ "$(go version -m "$gobin/helm" 2>/dev/null | awk '$1 == "mod" {print $3}')" != "$HELM_VERSION" ]; then
+	echo "installing helm $HELM_VERSION"
+	GOBIN="$gobin" go install "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+fi
 # The linter run after go vet.
 if [ "$(go version -m "$gobin/staticcheck" 2>/dev/null | awk '$1 == "mod" {print $3}')" != "$STATICCHECK_VERSION" ]; then
 	echo "installing staticcheck $STATICCHECK_VERSION"
@@ -68,7 +74,7 @@ go version
 protoc --version
 prometheus --version 2>&1 | head -n 1
 echo "protoc-gen-go $(plugin_version protoc-gen-go), protoc-gen-go-grpc $(plugin_version protoc-gen-go-grpc)"
-echo "kubectl-validate $KUBECTL_VALIDATE_VERSION, staticcheck $STATICCHECK_VERSION"
+echo "kubectl-validate $KUBECTL_VALIDATE_VERSION, staticcheck $STATICCHECK_VERSION, helm $HELM_VERSION"
 
 # clients/python: a venv with the pinned grpcio-tools (make proto) and the
 # Python tests' dependencies (requirements-dev.txt); pip's cache keeps a rerun short.
