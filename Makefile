@@ -9,7 +9,7 @@ PY_DIR    := clients/python
 PY_VENV   := $(PY_DIR)/.venv
 PY_GEN    := $(PY_DIR)/src/agentmeter/v1
 
-.PHONY: help build proto proto-check py-venv fmt vet test test-race bench fuzz loadbench run
+.PHONY: help build proto proto-check py-venv fmt vet test test-race bench fuzz loadbench run demo
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -63,3 +63,6 @@ fuzz: ## run each fuzz target for FUZZTIME (default 20s)
 
 loadbench: build ## whole-process throughput: agentmeter vs a do-nothing server
 	./scripts/loadbench.sh
+
+demo: ## collector + Prometheus + loadgen --scenario agents (DEMO_DURATION, default 10m); prints the URLs
+	./scripts/demo.sh

@@ -48,6 +48,18 @@ func TestParseFlags(t *testing.T) {
 		{name: "unbounded refused", args: []string{"--duration", "0"}, err: "bounded"},
 		{name: "bad mode", args: []string{"--mode", "bidi"}, err: "mode"},
 		{name: "stray argument", args: []string{"now"}, err: "unexpected"},
+		{name: "scenario", args: []string{"--scenario", "agents", "--duration", "3s", "--agents", "2", "--target", "127.0.0.1:9"}, check: func(t *testing.T, o options) {
+			if o.scenario != "agents" || o.scn.Duration != 3*time.Second || o.scn.Agents != 2 || o.scn.Target != "127.0.0.1:9" {
+				t.Fatalf("%+v", o.scn)
+			}
+		}},
+		{name: "scenario default duration", args: []string{"--scenario", "agents"}, check: func(t *testing.T, o options) {
+			if o.scn.Duration != 30*time.Second {
+				t.Fatalf("duration %s", o.scn.Duration)
+			}
+		}},
+		{name: "unknown scenario", args: []string{"--scenario", "chaos"}, err: "only scenario"},
+		{name: "scenario with no agents", args: []string{"--scenario", "agents", "--agents", "0"}, err: "agents 0"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -1,5 +1,7 @@
 // Command loadgen measures how many events per second an agentmeter
-// IngestService (or anything speaking its proto) takes on this machine.
+// IngestService (or anything speaking its proto) takes on this machine, or,
+// with --scenario agents, plays a small agent server's realistic traffic
+// (package scenario) for dashboards and demos.
 //
 // It is a lean client on purpose: on a small machine a generic gRPC load tool
 // takes the CPU the server needs. It only talks to loopback targets and always
@@ -20,6 +22,7 @@ import (
 	"time"
 
 	"github.com/agentmeter/agentmeter/cmd/loadgen/load"
+	"github.com/agentmeter/agentmeter/cmd/loadgen/scenario"
 )
 
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
@@ -28,12 +31,15 @@ func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
 type options struct {
 	cfg    load.Config
 	asJSON bool
+	// scenario is "" (a throughput run with cfg) or "agents" (scn).
+	scenario string
+	scn      scenario.Config
 }
 
 // parseFlags parses args onto the defaults of load.Default. --events without
 // --duration means no time limit (--timeout still applies).
 func parseFlags(args []string, stderr io.Writer) (options, error) {
-	o := options{cfg: load.Default()}
+	o := options{cfg: load.Default(), scn: scenario.Default()}
 	fs := flag.NewFlagSet("loadgen", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	c := &o.cfg
@@ -50,11 +56,29 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&c.Progress, "progress", c.Progress, "interval of progress lines on stderr; 0 = none")
 	fs.DurationVar(&c.Drain, "drain", c.Drain, "how long to wait for outstanding responses after sending stops")
 	fs.BoolVar(&o.asJSON, "json", false, "print the result as one JSON object on stdout")
+	fs.StringVar(&o.scenario, "scenario", "", `"agents": realistic agent traffic instead of a throughput run (uses --target, --duration, --agents, --pace, --limit, --seed)`)
+	fs.IntVar(&o.scn.Agents, "agents", o.scn.Agents, "scenario: concurrent agents")
+	fs.DurationVar(&o.scn.Pace, "pace", o.scn.Pace, "scenario: wall time between two steps of an agent")
+	fs.IntVar(&o.scn.Limit, "limit", o.scn.Limit, "scenario: the agent server's max_concurrent_conversations")
+	fs.Uint64Var(&o.scn.Seed, "seed", o.scn.Seed, "scenario: random seed")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
 	if fs.NArg() > 0 {
 		return o, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	switch o.scenario {
+	case "":
+	case "agents":
+		o.scn.Target = c.Target
+		fs.Visit(func(f *flag.Flag) {
+			if f.Name == "duration" {
+				o.scn.Duration = c.Duration
+			}
+		})
+		return o, o.scn.Validate()
+	default:
+		return o, fmt.Errorf("scenario %q: the only scenario is agents", o.scenario)
 	}
 	c.Mode = load.Mode(*mode)
 	durationSet := false
@@ -82,6 +106,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if o.scenario != "" {
+		return runScenario(ctx, o, stdout, log)
+	}
 	cpu0 := cpuSeconds()
 	res, err := load.Run(ctx, o.cfg)
 	clientCPU := cpuSeconds() - cpu0
@@ -128,4 +155,26 @@ func cpuSeconds() float64 {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
+}
+
+// runScenario plays --scenario agents and prints what it sent.
+func runScenario(ctx context.Context, o options, stdout io.Writer, log *slog.Logger) int {
+	o.scn.Logger = log
+	log.Info("scenario started", "scenario", o.scenario, "target", o.scn.Target, "agents", o.scn.Agents, "duration", o.scn.Duration)
+	res, err := scenario.Run(ctx, o.scn)
+	if o.asJSON {
+		if e := json.NewEncoder(stdout).Encode(res); e != nil {
+			log.Error("write result", "err", e)
+			return 1
+		}
+	} else {
+		_, _ = fmt.Fprintf(stdout,
+			"scenario %s: %d conversations (%d evicted), %d LLM calls (%d failed), %d runtime faults; events %d in %d requests: accepted %d, duplicates %d, rejected %d\n",
+			o.scenario, res.Conversations, res.Evicted, res.Calls, res.FailedCalls, res.Faults, res.Events, res.Requests, res.Accepted, res.Duplicates, res.Rejected)
+	}
+	if err != nil {
+		log.Error("scenario", "err", err)
+		return 1
+	}
+	return 0
 }
