@@ -230,13 +230,13 @@ func TestHelmSidecar(t *testing.T) {
 	t.Parallel()
 	helm := testtool.Need(t, "helm", helmInstall)
 	for _, tc := range []struct {
-		name       string
-		args       []string
-		memory     string
-		goMemLimit string
+		name     string
+		args     []string
+		memory   string
+		limitMiB int
 	}{
-		{"defaults", nil, "128Mi", "115MiB"},
-		{"memory follows the limit", []string{"--set", "agentmeter.memoryMiB=512", "--set", "agentmeter.goMemLimitPercent=80"}, "512Mi", "409MiB"},
+		{"defaults", nil, "128Mi", 115},
+		{"memory follows the limit", []string{"--set", "agentmeter.memoryMiB=512", "--set", "agentmeter.memoryLimitPercent=80"}, "512Mi", 409},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			objs := objects(t, mustTemplate(t, helm, tc.args...))
@@ -307,8 +307,21 @@ func TestHelmSidecar(t *testing.T) {
 				}
 				env[e.Name] = e.Value
 			}
-			if got := env["GOMEMLIMIT"]; got != tc.goMemLimit {
-				t.Errorf("GOMEMLIMIT = %q, want %s", got, tc.goMemLimit)
+			// memory.limit_mib follows the limit; no GOMEMLIMIT overrides it.
+			if got, ok := env["GOMEMLIMIT"]; ok {
+				t.Errorf("GOMEMLIMIT = %q: it would override memory.limit_mib for the Go runtime", got)
+			}
+			var cfg struct {
+				Memory struct {
+					LimitMiB int `yaml:"limit_mib"`
+				} `yaml:"memory"`
+			}
+			cmText, _ := find(t, objs, "ConfigMap", "-agentmeter")["data"].(map[string]any)["config.yaml"].(string)
+			if err := yaml.Unmarshal([]byte(cmText), &cfg); err != nil {
+				t.Fatal(err)
+			}
+			if cfg.Memory.LimitMiB != tc.limitMiB {
+				t.Errorf("memory.limit_mib = %d, want %d", cfg.Memory.LimitMiB, tc.limitMiB)
 			}
 			if !strings.Contains(env["OTEL_RESOURCE_ATTRIBUTES"], "k8s.deployment.name=openhands-agent") {
 				t.Errorf("OTEL_RESOURCE_ATTRIBUTES = %q: the example's resourceAttributes are missing", env["OTEL_RESOURCE_ATTRIBUTES"])
@@ -481,7 +494,7 @@ func TestHelmValuesSchema(t *testing.T) {
 		{"unknown key", "memoryMib: 128", []string{"memoryMib"}},
 		{"memory as a string", "memoryMiB: 128Mi", []string{"/memoryMiB", "integer"}},
 		{"memory too small", "memoryMiB: 16", []string{"/memoryMiB", "32"}},
-		{"GOMEMLIMIT share too high", "goMemLimitPercent: 100", []string{"/goMemLimitPercent", "95"}},
+		{"memory share too high", "memoryLimitPercent: 100", []string{"/memoryLimitPercent", "95"}},
 		{"port out of range", "metricsPort: 70000", []string{"/metricsPort", "maximum"}},
 		{"port zero", "ingestPort: 0", []string{"/ingestPort"}},
 		{"bad pull policy", "image: {pullPolicy: Sometimes}", []string{"/image/pullPolicy"}},

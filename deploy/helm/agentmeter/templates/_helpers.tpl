@@ -30,9 +30,9 @@ agentmeter/sidecar: {{ .Release.Name | quote }}
 checksum/agentmeter-config: {{ include "agentmeter.config" . | sha256sum }}
 {{- end -}}
 
-{{/* The Go runtime's memory limit in MiB: goMemLimitPercent of memoryMiB. */}}
-{{- define "agentmeter.goMemLimitMiB" -}}
-{{- div (mul (int .Values.memoryMiB) (int .Values.goMemLimitPercent)) 100 -}}
+{{/* memory.limit_mib: memoryLimitPercent of the container's memoryMiB. */}}
+{{- define "agentmeter.memoryLimitMiB" -}}
+{{- div (mul (int .Values.memoryMiB) (int .Values.memoryLimitPercent)) 100 -}}
 {{- end -}}
 
 {{/* config.yaml: the chart's settings, with .Values.config merged over them. */}}
@@ -41,6 +41,7 @@ checksum/agentmeter-config: {{ include "agentmeter.config" . | sha256sum }}
   "receiver" (dict "grpc" (dict "endpoint" (printf "localhost:%d" (int .Values.ingestPort))))
   "http" (dict "endpoint" (printf "0.0.0.0:%d" (int .Values.metricsPort)))
   "log" (dict "format" "json")
+  "memory" (dict "limit_mib" (include "agentmeter.memoryLimitMiB" . | int))
 -}}
 {{- mustMergeOverwrite $base (deepCopy .Values.config) | toYaml -}}
 {{- end -}}
@@ -86,8 +87,6 @@ until ingest is ready (startup probe) and stops after it.
       valueFrom: {fieldRef: {fieldPath: spec.nodeName}}
     - name: OTEL_RESOURCE_ATTRIBUTES
       value: {{ include "agentmeter.resourceAttributes" . | quote }}
-    - name: GOMEMLIMIT
-      value: "{{ include "agentmeter.goMemLimitMiB" . }}MiB"
     {{- with .Values.extraEnv }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
