@@ -16,7 +16,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/exporter-toolkit/web"
 	"github.com/prometheus/otlptranslator"
 	"go.opentelemetry.io/otel/attribute"
@@ -193,12 +192,7 @@ func (e *Exporter) SetReady(ready bool) { e.ready.Store(ready) }
 func (e *Exporter) Handler() http.Handler {
 	mux := http.NewServeMux()
 	if e.registry != nil {
-		mux.Handle("GET "+e.cfg.Exporters.Prometheus.Path, promhttp.HandlerFor(e.registry, promhttp.HandlerOpts{
-			ErrorLog:          slog.NewLogLogger(e.log.Handler(), slog.LevelError),
-			ErrorHandling:     promhttp.ContinueOnError,
-			EnableOpenMetrics: false,
-			Timeout:           10 * time.Second,
-		}))
+		mux.Handle("GET "+e.cfg.Exporters.Prometheus.Path, newScrapeHandler(e.registry, e.log, 10*time.Second))
 	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write([]byte("ok\n"))

@@ -23,15 +23,31 @@ func (p *Processor) Produce(context.Context) ([]metricdata.ScopeMetrics, error) 
 	defer p.mu.Unlock()
 	start := p.start
 
+	// Every slice is sized for the most points it can get: at the series
+	// cap, growing them by appending doubled what a collection allocates.
+	n, nDur := len(p.llm)+1, 0
+	for _, s := range p.llm {
+		nDur += len(s.duration)
+	}
+	if p.overflow != nil {
+		nDur += len(p.overflow.duration)
+	}
 	var (
-		tokenUsage = metricdata.Histogram[int64]{Temporality: metricdata.CumulativeTemporality}
-		duration   = metricdata.Histogram[float64]{Temporality: metricdata.CumulativeTemporality}
-		ttft       = metricdata.Histogram[float64]{Temporality: metricdata.CumulativeTemporality}
-		ctxUtil    = metricdata.Histogram[float64]{Temporality: metricdata.CumulativeTemporality}
-		tokens     = metricdata.Sum[int64]{Temporality: metricdata.CumulativeTemporality, IsMonotonic: true}
-		cost       = metricdata.Sum[float64]{Temporality: metricdata.CumulativeTemporality, IsMonotonic: true}
-		savings    = metricdata.Sum[float64]{Temporality: metricdata.CumulativeTemporality, IsMonotonic: true}
-		unpriced   = map[string]int64{}
+		tokenUsage = metricdata.Histogram[int64]{Temporality: metricdata.CumulativeTemporality,
+			DataPoints: make([]metricdata.HistogramDataPoint[int64], 0, 2*n)}
+		duration = metricdata.Histogram[float64]{Temporality: metricdata.CumulativeTemporality,
+			DataPoints: make([]metricdata.HistogramDataPoint[float64], 0, nDur)}
+		ttft = metricdata.Histogram[float64]{Temporality: metricdata.CumulativeTemporality,
+			DataPoints: make([]metricdata.HistogramDataPoint[float64], 0, n)}
+		ctxUtil = metricdata.Histogram[float64]{Temporality: metricdata.CumulativeTemporality,
+			DataPoints: make([]metricdata.HistogramDataPoint[float64], 0, n)}
+		tokens = metricdata.Sum[int64]{Temporality: metricdata.CumulativeTemporality, IsMonotonic: true,
+			DataPoints: make([]metricdata.DataPoint[int64], 0, numTokenTypes*n)}
+		cost = metricdata.Sum[float64]{Temporality: metricdata.CumulativeTemporality, IsMonotonic: true,
+			DataPoints: make([]metricdata.DataPoint[float64], 0, numCostSources*n)}
+		savings = metricdata.Sum[float64]{Temporality: metricdata.CumulativeTemporality, IsMonotonic: true,
+			DataPoints: make([]metricdata.DataPoint[float64], 0, n)}
+		unpriced = map[string]int64{}
 	)
 	add := func(s *llmSeries) {
 		for i, t := range [2]int{tokInput, tokOutput} {
