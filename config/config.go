@@ -94,6 +94,45 @@ type GRPC struct {
 	// MaxConcurrentStreams is the most concurrent streams per client
 	// connection. Default 16; must be >= 1.
 	MaxConcurrentStreams uint32 `yaml:"max_concurrent_streams"`
+	// MaxConnections is the most open client connections; more wait in
+	// the kernel's accept backlog. Default 64; must be between 1 and 65535.
+	MaxConnections int `yaml:"max_connections"`
+	// MaxInflightRPCs is the most gRPC calls in progress across all
+	// connections, streams included; more are refused with
+	// RESOURCE_EXHAUSTED and a retry delay before their request is read.
+	// Default 0: sized from the memory limit (see Inflight); must be >= 0.
+	MaxInflightRPCs int `yaml:"max_inflight_rpcs"`
+	// MaxInflightMiB bounds the estimated memory of the ingest requests
+	// being decoded and applied at once, in MiB; a request over it is
+	// refused with RESOURCE_EXHAUSTED and a retry delay. Default 0: sized
+	// from the memory limit (see Inflight); must be >= 0.
+	MaxInflightMiB int `yaml:"max_inflight_mib"`
+	// ReceiveTimeout is the longest wait for a request message: a unary
+	// call's request, or the next message of a stream (an idle stream is
+	// closed with UNAVAILABLE after it). Default 1m; must be > 0.
+	ReceiveTimeout time.Duration `yaml:"receive_timeout"`
+	// MaxConnectionIdle closes a connection with no call in progress for
+	// this long. Default 5m; must be > 0.
+	MaxConnectionIdle time.Duration `yaml:"max_connection_idle"`
+	// HandshakeTimeout bounds a new connection's setup (HTTP/2 preface
+	// and settings, TLS). Default 10s; must be > 0.
+	HandshakeTimeout time.Duration `yaml:"handshake_timeout"`
+}
+
+// Inflight resolves MaxInflightRPCs and MaxInflightMiB against the
+// process's memory limit in MiB: a zero value is sized from it. A call in
+// flight can hold a whole request of max_recv_msg_size_mib while it
+// arrives, so half the limit is given to calls (at least 4, at most 1024),
+// and a quarter to decoded requests (at least two requests' worth).
+func (g GRPC) Inflight(memoryLimitMiB int) (rpcs, mib int) {
+	rpcs, mib = g.MaxInflightRPCs, g.MaxInflightMiB
+	if rpcs == 0 {
+		rpcs = min(max(memoryLimitMiB/2/max(g.MaxRecvMsgSizeMiB, 1), 4), 1024)
+	}
+	if mib == 0 {
+		mib = max(memoryLimitMiB/4, 2*g.MaxRecvMsgSizeMiB)
+	}
+	return rpcs, mib
 }
 
 // HTTP configures the HTTP server.
@@ -249,6 +288,10 @@ func Default() Config {
 				Endpoint:             "localhost:4320",
 				MaxRecvMsgSizeMiB:    4,
 				MaxConcurrentStreams: 16,
+				MaxConnections:       64,
+				ReceiveTimeout:       time.Minute,
+				MaxConnectionIdle:    5 * time.Minute,
+				HandshakeTimeout:     10 * time.Second,
 			},
 			MaxEventsPerRequest: 10000,
 			DedupeWindow:        10 * time.Minute,
@@ -390,6 +433,24 @@ func (g GRPC) Validate() error {
 	}
 	if g.MaxConcurrentStreams < 1 {
 		errs = append(errs, mustf("receiver.grpc.max_concurrent_streams", "", "must be >= 1, got %d", g.MaxConcurrentStreams))
+	}
+	if g.MaxConnections < 1 || g.MaxConnections > 65535 {
+		errs = append(errs, mustf("receiver.grpc.max_connections", "", "must be between 1 and 65535, got %d", g.MaxConnections))
+	}
+	if g.MaxInflightRPCs < 0 {
+		errs = append(errs, mustf("receiver.grpc.max_inflight_rpcs", "", "must be >= 0 (0 sizes it from the memory limit), got %d", g.MaxInflightRPCs))
+	}
+	if g.MaxInflightMiB < 0 {
+		errs = append(errs, mustf("receiver.grpc.max_inflight_mib", "", "must be >= 0 (0 sizes it from the memory limit), got %d", g.MaxInflightMiB))
+	}
+	if g.ReceiveTimeout <= 0 {
+		errs = append(errs, mustf("receiver.grpc.receive_timeout", "", "must be > 0, got %s", g.ReceiveTimeout))
+	}
+	if g.MaxConnectionIdle <= 0 {
+		errs = append(errs, mustf("receiver.grpc.max_connection_idle", "", "must be > 0, got %s", g.MaxConnectionIdle))
+	}
+	if g.HandshakeTimeout <= 0 {
+		errs = append(errs, mustf("receiver.grpc.handshake_timeout", "", "must be > 0, got %s", g.HandshakeTimeout))
 	}
 	return errors.Join(errs...)
 }

@@ -71,7 +71,9 @@ func TestParseGood(t *testing.T) {
 		{name: "empty file", file: "good_empty.yaml", want: func(*Config) {}},
 		{name: "every key", file: "good_full.yaml", want: func(c *Config) {
 			c.Receiver = Receiver{
-				GRPC:                GRPC{Endpoint: "0.0.0.0:14320", MaxRecvMsgSizeMiB: 4, MaxConcurrentStreams: 64},
+				GRPC: GRPC{Endpoint: "0.0.0.0:14320", MaxRecvMsgSizeMiB: 4, MaxConcurrentStreams: 64,
+					MaxConnections: 8, MaxInflightRPCs: 12, MaxInflightMiB: 40, ReceiveTimeout: 15 * time.Second,
+					MaxConnectionIdle: time.Minute, HandshakeTimeout: 3 * time.Second},
 				MaxEventsPerRequest: 500,
 				DedupeWindow:        0,
 				DedupeMaxIDs:        10,
@@ -168,6 +170,12 @@ var garbage = map[string][]string{
 	"receiver.grpc.endpoint":               {"{a: 1}", "localhost", "localhost:99999", `"[::1]:x"`},
 	"receiver.grpc.max_recv_msg_size_mib":  {"abc", "0", "257", "-1"},
 	"receiver.grpc.max_concurrent_streams": {"abc", "0", "-1", "4294967296"},
+	"receiver.grpc.max_connections":        {"abc", "0", "-1", "65536", "1.5"},
+	"receiver.grpc.max_inflight_rpcs":      {"abc", "-1", "1.5", "[1]"},
+	"receiver.grpc.max_inflight_mib":       {"abc", "-1", "64MiB", "{a: 1}"},
+	"receiver.grpc.receive_timeout":        {"abc", "0s", "-1s", "60"},
+	"receiver.grpc.max_connection_idle":    {"abc", "0s", "-1m", "300"},
+	"receiver.grpc.handshake_timeout":      {"abc", "0s", "-1s", "10"},
 	"receiver.max_events_per_request":      {"abc", "0", "-1", "1e3"},
 	"receiver.dedupe_window":               {"abc", "-1s", "600"},
 	"receiver.dedupe_max_ids":              {"abc", "0", "-1"},
@@ -335,6 +343,10 @@ func TestValidate(t *testing.T) {
 			`receiver.grpc.endpoint must be host:port with a numeric port 0-65535, got ""`,
 			"receiver.grpc.max_recv_msg_size_mib must be between 1 and 256, got 0",
 			"receiver.grpc.max_concurrent_streams must be >= 1, got 0",
+			"receiver.grpc.max_connections must be between 1 and 65535, got 0",
+			"receiver.grpc.receive_timeout must be > 0, got 0s",
+			"receiver.grpc.max_connection_idle must be > 0, got 0s",
+			"receiver.grpc.handshake_timeout must be > 0, got 0s",
 			"receiver.max_events_per_request must be >= 1, got 0",
 			"receiver.max_future_skew must be > 0, got 0s",
 			`http.endpoint must be host:port with a numeric port 0-65535, got ""`,
@@ -635,5 +647,27 @@ func TestMemoryLimitDefault(t *testing.T) {
 	// The machine's own default is one of the two kinds.
 	if got := Default().Memory.LimitMiB; got < 16 || got > 1<<20 {
 		t.Errorf("Default().Memory.LimitMiB = %d, out of range", got)
+	}
+}
+
+func TestInflightSizedFromMemoryLimit(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		grpc          GRPC
+		limitMiB      int
+		wantRPCs, mib int
+	}{
+		{"default limit", GRPC{MaxRecvMsgSizeMiB: 4}, 256, 32, 64},
+		{"128 MiB", GRPC{MaxRecvMsgSizeMiB: 4}, 128, 16, 32},
+		{"tiny limit keeps a floor", GRPC{MaxRecvMsgSizeMiB: 16}, 32, 4, 32},
+		{"huge limit keeps a ceiling", GRPC{MaxRecvMsgSizeMiB: 1}, 1 << 20, 1024, 1 << 18},
+		{"explicit values win", GRPC{MaxRecvMsgSizeMiB: 4, MaxInflightRPCs: 7, MaxInflightMiB: 9}, 256, 7, 9},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rpcs, mib := tc.grpc.Inflight(tc.limitMiB)
+			if rpcs != tc.wantRPCs || mib != tc.mib {
+				t.Errorf("Inflight(%d) = %d rpcs, %d MiB; want %d, %d", tc.limitMiB, rpcs, mib, tc.wantRPCs, tc.mib)
+			}
+		})
 	}
 }
