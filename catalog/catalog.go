@@ -72,6 +72,7 @@ const (
 	AttrThreshold     = attribute.Key("threshold")
 	AttrTableVersion  = attribute.Key("version")
 	AttrGRPCCode      = attribute.Key("grpc_code")
+	AttrGRPCService   = attribute.Key("grpc_service")
 	// AttrOverflow marks the series that absorbs measurements once the
 	// per-instrument series bound is reached (as the OTel SDK does).
 	AttrOverflow = attribute.Key("otel.metric.overflow")
@@ -182,16 +183,27 @@ var (
 		Description: "OTLP metric exports by outcome.",
 		Labels:      "outcome = success / failure",
 	}
-	ReceiverRequests = Instrument{
-		Name: "agentmeter.receiver.requests", Unit: "{request}", Kind: Counter,
-		Prom:        "agentmeter_receiver_requests_total",
-		Description: "Ingest requests refused as a whole, by gRPC status code.",
-		Labels:      "grpc_code",
+	GRPCRefused = Instrument{
+		Name: "agentmeter.grpc.requests_refused", Unit: "{request}", Kind: Counter,
+		Prom:        "agentmeter_grpc_requests_refused_total",
+		Description: "gRPC calls refused or failed as a whole, by service and status code (over a bound, invalid, not found, internal).",
+		Labels:      "grpc_service, grpc_code",
 	}
-	ReceiverPanics = Instrument{
-		Name: "agentmeter.receiver.panics", Unit: "{panic}", Kind: Counter,
-		Prom:        "agentmeter_receiver_panics_total",
-		Description: "Panics recovered in gRPC handlers (each answered with Internal).",
+	GRPCPanics = Instrument{
+		Name: "agentmeter.grpc.panics", Unit: "{panic}", Kind: Counter,
+		Prom:        "agentmeter_grpc_panics_total",
+		Description: "Panics recovered in gRPC handlers, by service (each answered with Internal).",
+		Labels:      "grpc_service",
+	}
+	GRPCInflight = Instrument{
+		Name: "agentmeter.grpc.inflight_rpcs", Unit: "{rpc}", Kind: Gauge,
+		Prom:        "agentmeter_grpc_inflight_rpcs",
+		Description: "gRPC calls in progress, streams included, against receiver.grpc.max_inflight_rpcs.",
+	}
+	ReceiverInflightBytes = Instrument{
+		Name: "agentmeter.receiver.inflight_bytes", Unit: "By", Kind: Gauge,
+		Prom:        "agentmeter_receiver_inflight_bytes",
+		Description: "Estimated memory of the ingest requests being decoded and applied, against receiver.grpc.max_inflight_mib.",
 	}
 	SeriesOverflow = Instrument{
 		Name: "agentmeter.processor.series_overflow", Unit: "{event}", Kind: Counter,
@@ -289,7 +301,7 @@ var (
 var All = []Instrument{
 	TokenUsage, OperationDuration, TimeToFirstChunk, LLMTokens, LLMCost, ContextUtilization,
 	StatusTransitions, AgentConversations, ReceiverEvents, OTLPExports,
-	ReceiverRequests, ReceiverPanics, SeriesOverflow, ConversationsEvicted,
+	GRPCRefused, GRPCPanics, GRPCInflight, ReceiverInflightBytes, SeriesOverflow, ConversationsEvicted,
 	ConversationsCreated, SessionStartDuration, ConversationsActive, ConversationsLimit,
 	ConversationsClosed, ConversationCost, ConversationTokens, RuntimeFaults,
 	BudgetCrossings, UnpricedCalls, CacheSavings, PricingInfo, PricingReloads,

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -55,11 +56,16 @@ type Exporter struct {
 	registry *prometheus.Registry
 	otlp     *countingExporter // nil when OTLP is disabled
 
-	ready    atomic.Bool
+	ready atomic.Bool
+
+	// mu guards the lifecycle fields below.
+	mu       sync.Mutex
+	started  bool
+	stopped  bool
 	server   *http.Server
 	listener net.Listener
-	served   chan struct{}
-	shutdown atomic.Bool
+	served   chan struct{} // closed when Serve returns
+	serveErr error         // what Serve returned, unless Shutdown stopped it
 }
 
 // New builds the MeterProvider with the readers cfg enables. Nothing listens
@@ -115,6 +121,7 @@ func New(ctx context.Context, cfg config.Config, deps Deps) (*Exporter, error) {
 	e.provider = sdkmetric.NewMeterProvider(opts...)
 	if e.otlp != nil {
 		if err := e.otlp.register(e.provider.Meter(catalog.ScopeName)); err != nil {
+			_ = e.provider.Shutdown(ctx) // release the OTLP exporter's connection
 			return nil, err
 		}
 	}
@@ -212,13 +219,20 @@ func (e *Exporter) Handler() http.Handler {
 // exporter-toolkit reads that file again for every TLS handshake and every
 // request, so a renewed certificate or a changed password applies at once;
 // basic auth covers every path, /healthz and /readyz included.
+// A Serve that ends by itself is reported by Wait.
 func (e *Exporter) Start(_ context.Context) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.started || e.stopped {
+		return errors.New("exporter: Start after Start or Shutdown")
+	}
 	ln, err := net.Listen("tcp", e.cfg.HTTP.Endpoint)
 	if err != nil {
 		return fmt.Errorf("listen on http.endpoint %q: %w", e.cfg.HTTP.Endpoint, err)
 	}
+	e.started = true
 	e.listener = ln
-	e.server = &http.Server{
+	server := &http.Server{
 		Handler:           e.Handler(),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       10 * time.Second,
@@ -226,21 +240,42 @@ func (e *Exporter) Start(_ context.Context) error {
 		IdleTimeout:       60 * time.Second,
 		ErrorLog:          slog.NewLogLogger(e.log.Handler(), slog.LevelWarn),
 	}
+	e.server = server
 	webConfig := e.cfg.HTTP.WebConfigFile
 	go func() {
-		defer close(e.served)
-		err := web.Serve(ln, e.server, &web.FlagConfig{WebConfigFile: &webConfig}, e.log.With("component", "http"))
-		if err != nil && !errors.Is(err, http.ErrServerClosed) {
-			e.log.Error("http server stopped", "err", err)
+		err := web.Serve(ln, server, &web.FlagConfig{WebConfigFile: &webConfig}, e.log.With("component", "http"))
+		e.mu.Lock()
+		if !e.stopped {
+			e.serveErr = fmt.Errorf("serve http on %s: %w", ln.Addr(), err)
 		}
+		e.mu.Unlock()
+		close(e.served)
 	}()
 	e.log.Info("http server listening", "endpoint", ln.Addr().String(),
 		"metrics", e.registry != nil, "otlp", e.otlp != nil, "web_config_file", webConfig)
 	return nil
 }
 
+// Wait blocks until the HTTP server stops serving and returns why: nil when
+// Shutdown stopped it (or it never started), the error otherwise (a
+// listener that died).
+func (e *Exporter) Wait() error {
+	e.mu.Lock()
+	started := e.started
+	e.mu.Unlock()
+	if !started {
+		return nil
+	}
+	<-e.served
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.serveErr
+}
+
 // Addr is the address the HTTP server listens on, once started.
 func (e *Exporter) Addr() net.Addr {
+	e.mu.Lock()
+	defer e.mu.Unlock()
 	if e.listener == nil {
 		return nil
 	}
@@ -258,21 +293,26 @@ const httpDrain = time.Second
 // still stops cleanly, and its exit code says the collector failed only
 // when it did.
 func (e *Exporter) Shutdown(ctx context.Context) error {
-	if !e.shutdown.CompareAndSwap(false, true) {
+	e.mu.Lock()
+	if e.stopped {
+		e.mu.Unlock()
 		return nil
 	}
+	e.stopped = true
+	server := e.server
+	e.mu.Unlock()
 	e.ready.Store(false)
 	// MeterProvider.Shutdown runs a last collection and export on every
 	// periodic reader: the final OTLP push.
 	if err := e.provider.Shutdown(ctx); err != nil {
 		e.log.Warn("final otlp export failed; the totals since the last successful export are not in the central collector", "err", err)
 	}
-	if e.server != nil {
+	if server != nil {
 		drainCtx, cancel := context.WithTimeout(ctx, httpDrain)
 		defer cancel()
-		if err := e.server.Shutdown(drainCtx); err != nil {
+		if err := server.Shutdown(drainCtx); err != nil {
 			e.log.Warn("http requests still in flight at shutdown; closing their connections", "err", err)
-			_ = e.server.Close()
+			_ = server.Close()
 		}
 		<-e.served
 	}

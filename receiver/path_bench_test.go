@@ -92,7 +92,7 @@ func BenchmarkEventPath(b *testing.B) {
 // per batch / 100.
 func BenchmarkRecordBatch100(b *testing.B) {
 	p := benchProcessor(b)
-	r, err := New(Config{MaxEventsPerRequest: 10000, MaxRecvMsgSize: 16 << 20, Limits: Limits{MaxFutureSkew: 5 * time.Minute}}, Deps{Consumer: p})
+	r, err := New(Config{MaxEventsPerRequest: 10000, MaxInflightBytes: 64 << 20, Limits: Limits{MaxFutureSkew: 5 * time.Minute}}, Deps{Consumer: p})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -103,14 +103,14 @@ func BenchmarkRecordBatch100(b *testing.B) {
 	}
 	ctx := context.Background()
 	for _, req := range reqs {
-		if _, err := r.apply(ctx, req); err != nil {
+		if _, err := r.apply(ctx, req, nil); err != nil {
 			b.Fatal(err)
 		}
 	}
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; b.Loop(); i++ {
-		resp, err := r.apply(ctx, reqs[i%len(reqs)])
+		resp, err := r.apply(ctx, reqs[i%len(reqs)], nil)
 		if err != nil || resp.Accepted != 100 {
 			b.Fatal(err, resp)
 		}

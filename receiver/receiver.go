@@ -1,7 +1,8 @@
 // Package receiver is agentmeter's ingest endpoint: the agentmeter.v1
-// IngestService over gRPC, with the standard health service and server
-// reflection on the same port. It validates each event, hands the valid ones
-// to a processor.Consumer, and answers what happened to every event.
+// IngestService, registered on the grpcserver. It counts a request's events
+// on the wire before decoding it, charges the in-flight memory budget,
+// validates each event, hands the valid ones to a processor.Consumer, and
+// answers what happened to every event.
 package receiver
 
 import (
@@ -11,8 +12,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
@@ -24,9 +23,6 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/health"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 
 	"github.com/agentmeter/agentmeter/catalog"
@@ -36,14 +32,13 @@ import (
 
 // Config configures the receiver.
 type Config struct {
-	// Endpoint is the host:port to listen on.
-	Endpoint string
-	// MaxRecvMsgSize bounds one request message, in bytes.
-	MaxRecvMsgSize int
-	// MaxConcurrentStreams bounds the concurrent RPCs of one connection.
-	MaxConcurrentStreams uint32
 	// MaxEventsPerRequest bounds the events of one request.
 	MaxEventsPerRequest int
+	// MaxInflightBytes bounds the estimated memory of the requests being
+	// decoded and applied at once, across all connections; a request that
+	// would go over it is refused with ResourceExhausted and a retry delay.
+	// One request is always let through when none is in flight.
+	MaxInflightBytes int64
 	// Limits bound each event.
 	Limits Limits
 }
@@ -55,33 +50,26 @@ type Deps struct {
 	Consumer processor.Consumer
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
-	// Register adds more services to the gRPC server (the usage API);
-	// draining is closed when the receiver starts shutting down, so that
-	// long-lived streams can end.
-	Register func(s *grpc.Server, draining <-chan struct{})
+	// Draining is closed when the server starts shutting down, so that
+	// streams end after the batch they are applying.
+	Draining <-chan struct{}
 }
 
-// Receiver serves the ingest API.
+// Receiver serves the ingest API. It holds no goroutine or listener of its
+// own: the grpcserver it is registered on runs it.
 type Receiver struct {
-	pb.UnimplementedIngestServiceServer
-
 	cfg      Config
 	log      *slog.Logger
 	consumer processor.Consumer
 	now      func() time.Time
-	server   *grpc.Server
-	health   *health.Server
-	codec    *lenientCodec
-	listener net.Listener
-	served   chan struct{}
-	draining chan struct{}
-	stopOnce sync.Once
+	draining <-chan struct{}
 	scratch  sync.Pool
 
+	// inflight is the estimated memory of the requests in flight, charged
+	// by request.DecodeGRPC and given back by request.release.
+	inflight atomic.Int64
 	// events[type][outcome] counts events for the self-metrics.
 	events   [numEventTypes][numOutcomes]atomic.Int64
-	refused  sync.Map // codes.Code -> *atomic.Int64
-	panics   atomic.Int64
 	eventSet [numEventTypes][numOutcomes]attribute.Set
 }
 
@@ -127,22 +115,20 @@ type scratch struct {
 	results []processor.Result
 }
 
-// New builds the gRPC server. Nothing listens until Start.
+// New builds the receiver; Register puts it on a gRPC server.
 func New(cfg Config, deps Deps) (*Receiver, error) {
 	if deps.Consumer == nil {
 		return nil, errors.New("receiver: no consumer")
 	}
-	if cfg.MaxEventsPerRequest <= 0 || cfg.MaxRecvMsgSize <= 0 {
-		return nil, errors.New("receiver: MaxEventsPerRequest and MaxRecvMsgSize must be > 0")
+	if cfg.MaxEventsPerRequest <= 0 || cfg.MaxInflightBytes <= 0 {
+		return nil, errors.New("receiver: MaxEventsPerRequest and MaxInflightBytes must be > 0")
 	}
 	r := &Receiver{
 		cfg:      cfg,
 		log:      deps.Logger,
 		consumer: deps.Consumer,
 		now:      deps.Now,
-		health:   health.NewServer(),
-		served:   make(chan struct{}),
-		draining: make(chan struct{}),
+		draining: deps.Draining,
 	}
 	if r.log == nil {
 		r.log = slog.New(slog.DiscardHandler)
@@ -151,21 +137,6 @@ func New(cfg Config, deps Deps) (*Receiver, error) {
 		r.now = time.Now
 	}
 	r.scratch.New = func() any { return &scratch{} }
-	r.codec = newLenientCodec()
-	r.server = grpc.NewServer(
-		grpc.MaxRecvMsgSize(cfg.MaxRecvMsgSize),
-		grpc.MaxConcurrentStreams(cfg.MaxConcurrentStreams),
-		grpc.ForceServerCodecV2(r.codec),
-		grpc.ChainUnaryInterceptor(r.unaryInterceptor),
-		grpc.ChainStreamInterceptor(r.streamInterceptor),
-	)
-	pb.RegisterIngestServiceServer(r.server, r)
-	healthpb.RegisterHealthServer(r.server, r.health)
-	reflection.Register(r.server)
-	if deps.Register != nil {
-		deps.Register(r.server, r.draining)
-	}
-	r.SetServing(false)
 	if deps.Meter != nil {
 		if err := r.initMetrics(deps.Meter); err != nil {
 			return nil, err
@@ -174,142 +145,123 @@ func New(cfg Config, deps Deps) (*Receiver, error) {
 	return r, nil
 }
 
-// SetServing sets what the gRPC health service answers, for the whole
-// server ("") and for agentmeter.v1.IngestService.
-func (r *Receiver) SetServing(serving bool) {
-	st := healthpb.HealthCheckResponse_NOT_SERVING
-	if serving {
-		st = healthpb.HealthCheckResponse_SERVING
+// ingestServer is what the service description's handlers call.
+type ingestServer interface {
+	recordStream(grpc.ServerStream) error
+}
+
+// ingestDesc is agentmeter.v1.IngestService with handlers that decode into
+// a request, so that the wire count, the budget and the decode problems
+// ride with it; the names and the proto file are the generated ones.
+var ingestDesc = grpc.ServiceDesc{
+	ServiceName: pb.IngestService_ServiceDesc.ServiceName,
+	HandlerType: (*ingestServer)(nil),
+	Methods: []grpc.MethodDesc{{
+		MethodName: "Record",
+		Handler:    recordHandler,
+	}},
+	Streams: []grpc.StreamDesc{{
+		StreamName:    "RecordStream",
+		Handler:       func(srv any, stream grpc.ServerStream) error { return srv.(*Receiver).recordStream(stream) },
+		ServerStreams: true,
+		ClientStreams: true,
+	}},
+	Metadata: pb.IngestService_ServiceDesc.Metadata,
+}
+
+// Register adds the ingest service to s.
+func (r *Receiver) Register(s grpc.ServiceRegistrar) {
+	s.RegisterService(&ingestDesc, r)
+}
+
+func recordHandler(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
+	r := srv.(*Receiver)
+	q := &request{r: r}
+	defer q.release()
+	if err := dec(q); err != nil {
+		return nil, err
 	}
-	r.health.SetServingStatus("", st)
-	r.health.SetServingStatus(pb.IngestService_ServiceDesc.ServiceName, st)
-}
-
-// Start listens on the endpoint and serves in the background.
-func (r *Receiver) Start(_ context.Context) error {
-	ln, err := net.Listen("tcp", r.cfg.Endpoint)
-	if err != nil {
-		return fmt.Errorf("listen on receiver.grpc.endpoint %q: %w", r.cfg.Endpoint, err)
+	handle := func(ctx context.Context, _ any) (any, error) { return r.applyRequest(ctx, q) }
+	if interceptor == nil {
+		return handle(ctx, q)
 	}
-	r.listener = ln
-	go func() {
-		defer close(r.served)
-		if err := r.server.Serve(ln); err != nil {
-			r.log.Error("grpc server stopped", "err", err)
-		}
-	}()
-	r.log.Info("grpc ingest listening", "endpoint", ln.Addr().String())
-	return nil
+	return interceptor(ctx, q, &grpc.UnaryServerInfo{Server: srv, FullMethod: pb.IngestService_Record_FullMethodName}, handle)
 }
 
-// Addr is the listening address, once started.
-func (r *Receiver) Addr() net.Addr {
-	if r.listener == nil {
-		return nil
-	}
-	return r.listener.Addr()
-}
-
-// Shutdown turns health NOT_SERVING, refuses new RPCs and lets in-flight
-// ones finish: a stream ends after the batch it is applying. At ctx's
-// deadline, what is left is cut off. Safe without Start, idempotent.
-func (r *Receiver) Shutdown(ctx context.Context) error {
-	r.stopOnce.Do(func() {
-		r.health.Shutdown() // NOT_SERVING for every service, now
-		close(r.draining)
-		if r.listener == nil {
-			r.server.Stop()
-			return
-		}
-		stopped := make(chan struct{})
-		go func() {
-			r.server.GracefulStop()
-			close(stopped)
-		}()
-		select {
-		case <-stopped:
-		case <-ctx.Done():
-			// Whatever is still in flight was not answered, so its client
-			// knows to resend it.
-			r.log.Warn("grpc calls cut off at the shutdown deadline")
-			r.server.Stop()
-			<-stopped
-		}
-		<-r.served
-	})
-	return nil
-}
-
-// Record implements IngestService.Record.
-func (r *Receiver) Record(ctx context.Context, req *pb.RecordRequest) (*pb.RecordResponse, error) {
-	return r.apply(ctx, req)
-}
-
-// RecordStream implements IngestService.RecordStream: one response per
-// request, in order. When the receiver drains, the stream ends after the
+// recordStream serves IngestService.RecordStream: one response per
+// request, in order. When the server drains, the stream ends after the
 // batch being applied, or at once when it is idle, with Unavailable: every
 // batch answered was applied, and no other was.
-func (r *Receiver) RecordStream(stream pb.IngestService_RecordStreamServer) error {
+func (r *Receiver) recordStream(stream grpc.ServerStream) error {
 	ctx := stream.Context()
-	type received struct {
-		req *pb.RecordRequest
-		err error
-	}
 	// Recv runs in its own goroutine so that an idle stream does not hold
-	// up shutdown; it ends when the stream's context does.
-	next := make(chan received)
+	// up shutdown; it ends when the stream's context does, and gives back
+	// the budget of a request it could not hand over.
+	next := make(chan *request)
 	go func() {
 		for {
-			req, err := stream.Recv()
+			q := &request{r: r}
+			if err := stream.RecvMsg(q); err != nil {
+				q.release()
+				q = &request{recvErr: err}
+			}
 			select {
-			case next <- received{req, err}:
+			case next <- q:
 			case <-ctx.Done():
+				q.release()
 				return
 			}
-			if err != nil {
+			if q.recvErr != nil {
 				return
 			}
 		}
 	}()
 	for {
-		var in received
+		var q *request
 		select {
-		case in = <-next:
+		case q = <-next:
 		case <-r.draining:
 			return errDraining
 		case <-ctx.Done():
 			return status.FromContextError(ctx.Err()).Err()
 		}
-		if errors.Is(in.err, io.EOF) {
+		if errors.Is(q.recvErr, io.EOF) {
 			return nil
 		}
-		if in.err != nil {
-			return in.err
+		if q.recvErr != nil {
+			return q.recvErr
 		}
-		resp, err := r.apply(ctx, in.req)
+		resp, err := r.applyRequest(ctx, q)
+		q.release()
 		if err != nil {
 			return err
 		}
-		if err := stream.Send(resp); err != nil {
+		if err := stream.SendMsg(resp); err != nil {
 			return err
 		}
 	}
 }
 
+// applyRequest answers a decoded request: refused as a whole, or applied.
+func (r *Receiver) applyRequest(ctx context.Context, q *request) (*pb.RecordResponse, error) {
+	if q.refused != nil {
+		return nil, q.refused
+	}
+	return r.apply(ctx, &q.msg, q.issues)
+}
+
 var errDraining = status.Error(codes.Unavailable,
 	"agentmeter is shutting down: every batch answered on this stream was applied, no other was")
 
-// apply validates and consumes one request.
-func (r *Receiver) apply(ctx context.Context, req *pb.RecordRequest) (*pb.RecordResponse, error) {
+// apply validates and consumes one request; decodeIssues are its events
+// that could not be decoded, by index.
+func (r *Receiver) apply(ctx context.Context, req *pb.RecordRequest, decodeIssues map[int]decodeIssue) (*pb.RecordResponse, error) {
 	events := req.GetEvents()
 	if len(events) > r.cfg.MaxEventsPerRequest {
-		return nil, status.Errorf(codes.InvalidArgument,
-			"request has %d events, more than receiver.max_events_per_request (%d): split it into smaller batches",
-			len(events), r.cfg.MaxEventsPerRequest)
+		return nil, errTooManyEvents(len(events), r.cfg.MaxEventsPerRequest)
 	}
 	now := r.now()
 	resp := &pb.RecordResponse{}
-	decodeIssues := r.codec.take(req)
 
 	sc := r.scratch.Get().(*scratch)
 	sc.valid, sc.index, sc.types = sc.valid[:0], sc.index[:0], sc.types[:0]
@@ -395,40 +347,6 @@ func printable(s string) string {
 	return s
 }
 
-func (r *Receiver) unaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
-	defer r.recoverPanic(info.FullMethod, &err)
-	resp, err = handler(ctx, req)
-	r.countRefused(err)
-	return resp, err
-}
-
-func (r *Receiver) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) (err error) {
-	defer r.recoverPanic(info.FullMethod, &err)
-	err = handler(srv, ss)
-	r.countRefused(err)
-	return err
-}
-
-func (r *Receiver) recoverPanic(method string, err *error) {
-	if p := recover(); p != nil {
-		r.panics.Add(1)
-		r.log.Error("panic in grpc handler", "method", method, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
-		*err = status.Error(codes.Internal, "internal error; the request may be retried")
-	}
-}
-
-func (r *Receiver) countRefused(err error) {
-	if err == nil {
-		return
-	}
-	code := status.Code(err)
-	if code == codes.Canceled || code == codes.OK {
-		return
-	}
-	c, _ := r.refused.LoadOrStore(code, new(atomic.Int64))
-	c.(*atomic.Int64).Add(1)
-}
-
 func (r *Receiver) initMetrics(m metric.Meter) error {
 	for t := range numEventTypes {
 		for o := range numOutcomes {
@@ -442,11 +360,7 @@ func (r *Receiver) initMetrics(m metric.Meter) error {
 	if err != nil {
 		return err
 	}
-	refused, err := catalog.ReceiverRequests.Int64ObservableCounter(m)
-	if err != nil {
-		return err
-	}
-	panics, err := catalog.ReceiverPanics.Int64ObservableCounter(m)
+	inflight, err := catalog.ReceiverInflightBytes.Int64ObservableGauge(m)
 	if err != nil {
 		return err
 	}
@@ -460,14 +374,9 @@ func (r *Receiver) initMetrics(m metric.Meter) error {
 				o.ObserveInt64(events, r.events[t][oc].Load(), metric.WithAttributeSet(r.eventSet[t][oc]))
 			}
 		}
-		r.refused.Range(func(k, v any) bool {
-			o.ObserveInt64(refused, v.(*atomic.Int64).Load(),
-				metric.WithAttributes(catalog.AttrGRPCCode.String(k.(codes.Code).String())))
-			return true
-		})
-		o.ObserveInt64(panics, r.panics.Load())
+		o.ObserveInt64(inflight, r.inflight.Load())
 		return nil
-	}, events, refused, panics)
+	}, events, inflight)
 	if err != nil {
 		return fmt.Errorf("register receiver callback: %w", err)
 	}

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/agentmeter/agentmeter/grpcserver"
 	"github.com/agentmeter/agentmeter/processor"
 	pb "github.com/agentmeter/agentmeter/proto/agentmeter/v1"
 )
@@ -48,6 +49,7 @@ func (r *recorder) Consume(_ context.Context, events []*pb.Event, _ time.Time, r
 }
 
 type fixture struct {
+	srv    *grpcserver.Server
 	recv   *Receiver
 	rec    *recorder
 	client pb.IngestServiceClient
@@ -55,40 +57,56 @@ type fixture struct {
 	conn   *grpc.ClientConn
 }
 
-func newFixture(t *testing.T, cfg Config) *fixture {
+// serverConfig is a grpcserver.Config for tests, with every bound set.
+func serverConfig() grpcserver.Config {
+	return grpcserver.Config{
+		Endpoint: "bufconn", MaxRecvMsgSize: 1 << 20, MaxConcurrentStreams: 16, MaxConnections: 8,
+		MaxInflightRPCs: 64, ReceiveTimeout: time.Minute, MaxConnectionIdle: time.Minute, HandshakeTimeout: 5 * time.Second,
+	}
+}
+
+// newFixture serves a receiver with cfg (defaults filled in) on a
+// grpcserver over bufconn; scfg changes the server's config.
+func newFixture(t *testing.T, cfg Config, scfg ...func(*grpcserver.Config)) *fixture {
 	t.Helper()
 	if cfg.MaxEventsPerRequest == 0 {
 		cfg.MaxEventsPerRequest = 100
 	}
-	if cfg.MaxRecvMsgSize == 0 {
-		cfg.MaxRecvMsgSize = 1 << 20
+	if cfg.MaxInflightBytes == 0 {
+		cfg.MaxInflightBytes = 64 << 20
 	}
-	cfg.MaxConcurrentStreams = 16
 	cfg.Limits.MaxFutureSkew = 5 * time.Minute
-	rec := &recorder{seen: map[string]bool{}}
-	recv, err := New(cfg, Deps{Consumer: rec})
+	sc := serverConfig()
+	for _, f := range scfg {
+		f(&sc)
+	}
+	lis := bufconn.Listen(1 << 20)
+	srv, err := grpcserver.New(sc, grpcserver.Deps{Listen: func(string, string) (net.Listener, error) { return lis, nil }})
 	if err != nil {
 		t.Fatal(err)
 	}
-	lis := bufconn.Listen(1 << 20)
-	recv.listener = lis
-	go func() {
-		defer close(recv.served)
-		_ = recv.server.Serve(lis)
-	}()
-	recv.SetServing(true)
+	rec := &recorder{seen: map[string]bool{}}
+	recv, err := New(cfg, Deps{Consumer: rec, Draining: srv.Draining()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	recv.Register(srv)
+	if err := srv.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	srv.SetServing(true)
 	conn, err := grpc.NewClient("passthrough:///bufconn",
 		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
 		grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fixture{recv: recv, rec: rec, client: pb.NewIngestServiceClient(conn), health: healthpb.NewHealthClient(conn), conn: conn}
+	f := &fixture{srv: srv, recv: recv, rec: rec, client: pb.NewIngestServiceClient(conn), health: healthpb.NewHealthClient(conn), conn: conn}
 	t.Cleanup(func() {
 		_ = conn.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		_ = recv.Shutdown(ctx)
+		_ = srv.Shutdown(ctx)
 	})
 	return f
 }
@@ -157,7 +175,7 @@ func TestRecordTooManyEvents(t *testing.T) {
 }
 
 func TestRecordTooLarge(t *testing.T) {
-	f := newFixture(t, Config{MaxRecvMsgSize: 1024})
+	f := newFixture(t, Config{}, func(c *grpcserver.Config) { c.MaxRecvMsgSize = 1024 })
 	ev := call("big")
 	ev.ConversationId = strings.Repeat("x", 2000)
 	_, err := f.client.Record(context.Background(), &pb.RecordRequest{Events: []*pb.Event{ev}})
@@ -222,7 +240,7 @@ func TestHealthAndShutdown(t *testing.T) {
 	shutCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	start := time.Now()
-	if err := f.recv.Shutdown(shutCtx); err != nil {
+	if err := f.srv.Shutdown(shutCtx); err != nil {
 		t.Fatal(err)
 	}
 	if d := time.Since(start); d > 4*time.Second {
@@ -231,18 +249,8 @@ func TestHealthAndShutdown(t *testing.T) {
 	if _, err := stream.Recv(); status.Code(err) != codes.Unavailable {
 		t.Errorf("idle stream ended with %v, want Unavailable", err)
 	}
-	if err := f.recv.Shutdown(shutCtx); err != nil {
+	if err := f.srv.Shutdown(shutCtx); err != nil {
 		t.Errorf("second Shutdown: %v", err)
-	}
-}
-
-func TestShutdownWithoutStart(t *testing.T) {
-	recv, err := New(Config{MaxEventsPerRequest: 1, MaxRecvMsgSize: 1}, Deps{Consumer: &recorder{}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := recv.Shutdown(context.Background()); err != nil {
-		t.Fatal(err)
 	}
 }
 

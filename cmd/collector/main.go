@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -21,11 +22,12 @@ import (
 	"time"
 
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
-	"google.golang.org/grpc"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/agentmeter/agentmeter/catalog"
 	"github.com/agentmeter/agentmeter/config"
 	"github.com/agentmeter/agentmeter/exporter"
+	"github.com/agentmeter/agentmeter/grpcserver"
 	"github.com/agentmeter/agentmeter/pricing"
 	"github.com/agentmeter/agentmeter/processor"
 	pb "github.com/agentmeter/agentmeter/proto/agentmeter/v1"
@@ -101,7 +103,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	setMemoryLimit(cfg.Memory, os.LookupEnv, logger)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	if err := serve(ctx, cfg, logger); err != nil {
+	if err := serve(ctx, cfg, logger, net.Listen); err != nil {
 		logger.Error("collector failed", "err", err)
 		return exitRuntime
 	}
@@ -140,15 +142,45 @@ func setMemoryLimit(cfg config.Memory, lookupEnv func(string) (string, bool), lo
 		"runtime_limit_from", "memory.limit_mib")
 }
 
-// component is the lifecycle every part of the pipeline follows.
+// component is the lifecycle every part of the pipeline follows: Start
+// does not block (what runs in the background is the component's own
+// goroutine); Shutdown is safe without Start, idempotent, and returns what
+// went wrong.
 type component interface {
 	Start(context.Context) error
 	Shutdown(context.Context) error
 }
 
-// serve builds the pipeline, starts it downstream first, waits for ctx to
-// end, and shuts it down upstream first within the grace period.
-func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
+// server is a component that serves a listener: Wait returns when it stops
+// serving, nil after Shutdown, the error otherwise (a listener that died).
+type server interface {
+	component
+	Wait() error
+}
+
+// step is one component of the pipeline, in start order.
+type step struct {
+	name string
+	c    component
+}
+
+// listenFunc opens a listener; net.Listen in production.
+type listenFunc func(network, address string) (net.Listener, error)
+
+// serve builds the pipeline, starts it downstream first, runs until ctx
+// ends or a server stops by itself, and shuts it down upstream first within
+// the grace period. A server that died makes serve return its error, after
+// the same clean shutdown. What was built is released whatever fails.
+func serve(ctx context.Context, cfg config.Config, log *slog.Logger, listen listenFunc) (err error) {
+	// built holds what has been constructed, in start order; on a
+	// constructor error it is all shut down (Shutdown is safe without
+	// Start), so that nothing leaks.
+	var built []step
+	defer func() {
+		if err != nil && built != nil {
+			releaseAll(built)
+		}
+	}()
 	res, err := exporter.NewResource(ctx, version())
 	if err != nil {
 		return err
@@ -157,6 +189,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("load pricing.table: %w", err)
 	}
+	built = append(built, step{"pricing", prices})
 	proc, err := processor.New(processor.Config{
 		DedupeWindow:        cfg.Receiver.DedupeWindow,
 		DedupeMaxIDs:        cfg.Receiver.DedupeMaxIDs,
@@ -168,91 +201,139 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	built = append(built, step{"processor", proc})
 	exp, err := exporter.New(ctx, cfg, exporter.Deps{Logger: log, Resource: res, Producers: []sdkmetric.Producer{proc}})
 	if err != nil {
 		return err
 	}
+	// Start order: the exporter first.
+	built = append([]step{{"exporter", exp}}, built...)
 	meter := exp.MeterProvider().Meter(catalog.ScopeName)
 	if err := prices.RegisterMetrics(meter); err != nil {
 		return err
 	}
-	recv, err := receiver.New(receiver.Config{
+	// The in-flight bounds are sized from memory.limit_mib.
+	memMiB := cfg.Memory.LimitMiB
+	rpcs, inflightMiB := cfg.Receiver.GRPC.Inflight(memMiB)
+	grpcSrv, err := grpcserver.New(grpcserver.Config{
 		Endpoint:             cfg.Receiver.GRPC.Endpoint,
 		MaxRecvMsgSize:       cfg.Receiver.GRPC.MaxRecvMsgSizeMiB << 20,
 		MaxConcurrentStreams: cfg.Receiver.GRPC.MaxConcurrentStreams,
-		MaxEventsPerRequest:  cfg.Receiver.MaxEventsPerRequest,
-		Limits:               receiver.Limits{MaxFutureSkew: cfg.Receiver.MaxFutureSkew},
-	}, receiver.Deps{Logger: log, Meter: meter, Consumer: proc,
-		Register: func(s *grpc.Server, draining <-chan struct{}) {
-			pb.RegisterUsageServiceServer(s, usage.New(proc, usage.DefaultWatchInterval, draining))
-		},
-	})
+		MaxConnections:       cfg.Receiver.GRPC.MaxConnections,
+		MaxInflightRPCs:      rpcs,
+		ReceiveTimeout:       cfg.Receiver.GRPC.ReceiveTimeout,
+		MaxConnectionIdle:    cfg.Receiver.GRPC.MaxConnectionIdle,
+		HandshakeTimeout:     cfg.Receiver.GRPC.HandshakeTimeout,
+	}, grpcserver.Deps{Logger: log, Meter: meter, Listen: listen})
 	if err != nil {
 		return err
 	}
+	built = append(built, step{"grpc", grpcSrv})
+	recv, err := receiver.New(receiver.Config{
+		MaxEventsPerRequest: cfg.Receiver.MaxEventsPerRequest,
+		MaxInflightBytes:    int64(inflightMiB) << 20,
+		Limits:              receiver.Limits{MaxFutureSkew: cfg.Receiver.MaxFutureSkew},
+	}, receiver.Deps{Logger: log, Meter: meter, Consumer: proc, Draining: grpcSrv.Draining()})
+	if err != nil {
+		return err
+	}
+	recv.Register(grpcSrv)
+	pb.RegisterUsageServiceServer(grpcSrv, usage.New(proc, usage.DefaultWatchInterval, grpcSrv.Draining()))
+	log.Info("grpc in-flight bounds", "memory_limit_mib", memMiB, "max_inflight_rpcs", rpcs, "max_inflight_mib", inflightMiB,
+		"max_connections", cfg.Receiver.GRPC.MaxConnections)
+	steps := built
+	built = nil // from here on, the shutdown below releases everything
 
 	// Downstream first: exporters, then the processor, then the receiver.
-	order := []struct {
-		name string
-		c    component
-	}{{"exporter", exp}, {"pricing", prices}, {"processor", proc}, {"receiver", recv}}
 	started := 0
 	var startErr error
-	for _, step := range order {
+	for _, st := range steps {
 		t := time.Now()
-		if startErr = step.c.Start(ctx); startErr != nil {
-			startErr = fmt.Errorf("start %s: %w", step.name, startErr)
+		if startErr = st.c.Start(ctx); startErr != nil {
+			startErr = fmt.Errorf("start %s: %w", st.name, startErr)
 			break
 		}
 		started++
-		log.Info("started", "component", step.name, "took", time.Since(t).String())
+		log.Info("started", "component", st.name, "took", time.Since(t).String())
 	}
-	if startErr == nil {
-		recv.SetServing(true)
-		exp.SetReady(true)
-		log.Info("agentmeter collector ready", "version", version(),
-			"grpc", cfg.Receiver.GRPC.Endpoint, "http", cfg.HTTP.Endpoint)
-		waitForStop(ctx, prices, log)
-		log.Info("shutting down", "grace_period", cfg.Shutdown.GracePeriod.String())
+	shutdown := func() error {
+		// Readiness goes first, so that the kubelet and agents stop
+		// sending at once.
+		exp.SetReady(false)
+		grpcSrv.SetServing(false)
+		return shutdownAll(steps, cfg.Shutdown.GracePeriod, log)
+	}
+	if startErr != nil {
+		return errors.Join(startErr, shutdown())
 	}
 
-	// The signal context is done: shutdown gets a fresh deadline. Readiness
-	// goes first, so that the kubelet and agents stop sending at once.
-	exp.SetReady(false)
-	recv.SetServing(false)
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.Shutdown.GracePeriod)
-	defer cancel()
-	var errs []error
-	if startErr != nil {
-		errs = append(errs, startErr)
-	}
-	// Upstream first; the receiver gets at most half the grace period so
-	// that the final export always has time.
-	for i := started - 1; i >= 0; i-- {
-		step := order[i]
-		stepCtx, stepCancel := shutdownCtx, context.CancelFunc(func() {})
-		if step.name == "receiver" {
-			stepCtx, stepCancel = context.WithTimeout(shutdownCtx, cfg.Shutdown.GracePeriod/2)
-		}
-		t := time.Now()
-		if err := step.c.Shutdown(stepCtx); err != nil {
-			errs = append(errs, fmt.Errorf("shut down %s: %w", step.name, err))
-		}
-		stepCancel()
-		log.Info("stopped", "component", step.name, "took", time.Since(t).String())
-	}
-	if started < len(order) {
-		// Components that never started still own resources (the meter
-		// provider); Shutdown is safe without Start.
-		for _, step := range order[started:] {
-			_ = step.c.Shutdown(shutdownCtx)
+	// Run: every server's Wait and the signal wait in one group; the
+	// first to end (a signal, or a server that died) shuts everything down.
+	grpcSrv.SetServing(true)
+	exp.SetReady(true)
+	log.Info("agentmeter collector ready", "version", version(),
+		"grpc", grpcSrv.Addr().String(), "http", exp.Addr().String())
+	g, gctx := errgroup.WithContext(ctx)
+	for _, st := range steps {
+		if srv, ok := st.c.(server); ok {
+			name := st.name
+			g.Go(func() error {
+				if err := srv.Wait(); err != nil {
+					log.Error("server stopped serving; shutting down", "component", name, "err", err)
+					return fmt.Errorf("%s: %w", name, err)
+				}
+				return nil
+			})
 		}
 	}
-	if len(errs) == 0 {
+	var shutdownErr error
+	g.Go(func() error {
+		waitForStop(gctx, prices, log)
+		log.Info("shutting down", "grace_period", cfg.Shutdown.GracePeriod.String())
+		shutdownErr = shutdown()
+		return nil
+	})
+	runErr := g.Wait()
+	if runErr == nil && shutdownErr == nil {
 		s, f := exp.Counts()
 		log.Info("agentmeter collector stopped", "otlp_exports_ok", s, "otlp_exports_failed", f)
 	}
+	return errors.Join(runErr, shutdownErr)
+}
+
+// shutdownAll shuts steps down upstream first within grace, each step
+// logged with how long it took. The signal context is done by now, so the
+// deadline is fresh; the gRPC server gets at most half of it, so that the
+// final export always has time.
+func shutdownAll(steps []step, grace time.Duration, log *slog.Logger) error {
+	ctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	var errs []error
+	for i := len(steps) - 1; i >= 0; i-- {
+		st := steps[i]
+		stepCtx, stepCancel := ctx, context.CancelFunc(func() {})
+		if st.name == "grpc" {
+			stepCtx, stepCancel = context.WithTimeout(ctx, grace/2)
+		}
+		t := time.Now()
+		if err := st.c.Shutdown(stepCtx); err != nil {
+			errs = append(errs, fmt.Errorf("shut down %s: %w", st.name, err))
+		}
+		stepCancel()
+		log.Info("stopped", "component", st.name, "took", time.Since(t).String())
+	}
 	return errors.Join(errs...)
+}
+
+// releaseAll shuts down what a failed build constructed, none of it
+// started: nothing was ingested, so a final export has nothing to lose and
+// gets a second at most.
+func releaseAll(steps []step) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	for i := len(steps) - 1; i >= 0; i-- {
+		_ = steps[i].c.Shutdown(ctx)
+	}
 }
 
 // waitForStop returns when ctx ends (SIGTERM, SIGINT), reloading the price

@@ -286,7 +286,7 @@ def test_request_too_large_for_the_sidecar_is_split(make_sidecar: Callable[..., 
     assert (st.accepted, st.rejected, st.dropped) == (300, 0, 0)
     u = s.usage(cid)
     assert u is not None and u.calls == 300 and u.tokens.input == sum(range(300))
-    assert s.metric("agentmeter_receiver_requests_total", grpc_code="InvalidArgument") >= 1
+    assert s.metric("agentmeter_grpc_requests_refused_total", grpc_service="agentmeter.v1.IngestService", grpc_code="InvalidArgument") >= 1
 
 
 def test_exit_flushes_within_a_bound(sidecar: Sidecar, make_sidecar: Callable[..., Sidecar]) -> None:
