@@ -152,6 +152,7 @@ func newOTLPExporter(ctx context.Context, cfg config.OTLP) (sdkmetric.Exporter, 
 			otlpmetrichttp.WithEndpointURL(cfg.Endpoint),
 			otlpmetrichttp.WithTimeout(cfg.Timeout),
 			otlpmetrichttp.WithTemporalitySelector(sdkmetric.DefaultTemporalitySelector),
+			otlpmetrichttp.WithRetry(otlpmetrichttp.RetryConfig(exportRetry(cfg))),
 		}
 		if len(cfg.Headers) > 0 {
 			opts = append(opts, otlpmetrichttp.WithHeaders(cfg.Headers))
@@ -167,6 +168,7 @@ func newOTLPExporter(ctx context.Context, cfg config.OTLP) (sdkmetric.Exporter, 
 			// A collector that was down comes back within a second or two;
 			// reconnect quickly rather than after gRPC's default backoff.
 			otlpmetricgrpc.WithReconnectionPeriod(time.Second),
+			otlpmetricgrpc.WithRetry(exportRetry(cfg)),
 		}
 		if len(cfg.Headers) > 0 {
 			opts = append(opts, otlpmetricgrpc.WithHeaders(cfg.Headers))
@@ -186,6 +188,15 @@ func ValidateWebConfig(path string) error {
 		return fmt.Errorf("http.web_config_file %q: %w", path, err)
 	}
 	return nil
+}
+
+// exportRetry is how one export retries a retryable failure (endpoint
+// unavailable, throttled) within exporters.otlp.timeout: soon and often, so
+// that an endpoint back after a blip gets the export, not the next interval.
+// The exporters' default waits 5s first, half the default timeout.
+// otlpmetrichttp.RetryConfig has the same fields.
+func exportRetry(cfg config.OTLP) otlpmetricgrpc.RetryConfig {
+	return otlpmetricgrpc.RetryConfig{Enabled: true, InitialInterval: 250 * time.Millisecond, MaxInterval: 2 * time.Second, MaxElapsedTime: cfg.Timeout}
 }
 
 // MeterProvider is where the processor and receiver create their instruments.
@@ -303,8 +314,18 @@ func (e *Exporter) Shutdown(ctx context.Context) error {
 	e.mu.Unlock()
 	e.ready.Store(false)
 	// MeterProvider.Shutdown runs a last collection and export on every
-	// periodic reader: the final OTLP push.
-	if err := e.provider.Shutdown(ctx); err != nil {
+	// periodic reader: the final OTLP push. It is retried until it succeeds
+	// or the grace period ends, less a moment kept for the HTTP drain.
+	finalCtx, cancel := ctx, context.CancelFunc(func() {})
+	if dl, ok := ctx.Deadline(); ok {
+		finalCtx, cancel = context.WithDeadline(ctx, dl.Add(-min(httpDrain, time.Until(dl)/4)))
+	}
+	if e.otlp != nil {
+		e.otlp.final.Store(true)
+	}
+	err := e.provider.Shutdown(finalCtx)
+	cancel()
+	if err != nil {
 		e.log.Warn("final otlp export failed; the totals since the last successful export are not in the central collector", "err", err)
 	}
 	if server != nil {
@@ -327,9 +348,50 @@ type countingExporter struct {
 	success atomic.Int64
 	failure atomic.Int64
 	failing atomic.Bool
+	// final is set when shutdown begins: an export from then on is the
+	// final one.
+	final atomic.Bool
 }
 
+// Bounds of the wait between two attempts of the final export.
+const (
+	finalRetryMin = 250 * time.Millisecond
+	finalRetryMax = 2 * time.Second
+)
+
 func (c *countingExporter) Export(ctx context.Context, rm *metricdata.ResourceMetrics) error {
+	if c.final.Load() {
+		return c.exportFinal(ctx, rm)
+	}
+	return c.export(ctx, rm)
+}
+
+// exportFinal retries the final export, whatever the error, until it
+// succeeds or ctx (the rest of the grace period) ends: an endpoint down at
+// SIGTERM that comes back within the grace period still gets every total.
+// Each attempt is bounded by exporters.otlp.timeout and retries within it.
+func (c *countingExporter) exportFinal(ctx context.Context, rm *metricdata.ResourceMetrics) error {
+	wait := finalRetryMin
+	for attempt := 1; ; attempt++ {
+		err := c.export(ctx, rm)
+		if err == nil {
+			if attempt > 1 {
+				c.log.Info("final otlp export succeeded", "attempts", attempt)
+			}
+			return nil
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("final export, %d attempts until the grace period ended: %w", attempt, err)
+		case <-t.C:
+		}
+		wait = min(2*wait, finalRetryMax)
+	}
+}
+
+func (c *countingExporter) export(ctx context.Context, rm *metricdata.ResourceMetrics) error {
 	err := c.Exporter.Export(ctx, rm)
 	if err != nil {
 		c.failure.Add(1)
