@@ -695,6 +695,9 @@ type problem struct {
 	msg  string // the whole message, starting with path
 }
 
+// ProblemLine returns the line of the value at fault; see yamldecode.LineOf.
+func (p *problem) ProblemLine() int { return p.line }
+
 func (p *problem) Error() string {
 	if p.line > 0 {
 		return "line " + strconv.Itoa(p.line) + ": " + p.msg

@@ -1,19 +1,16 @@
 package config
 
 import (
-	"bytes"
-	"cmp"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"reflect"
-	"slices"
-	"strconv"
 	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/agentmeter/agentmeter/internal/yamldecode"
 )
 
 // Parse decodes a YAML configuration over Default and validates it.
@@ -36,11 +33,11 @@ import (
 // order. On error the returned Config is the zero Config.
 func Parse(data []byte) (Config, error) {
 	cfg := Default()
-	root, err := parseDocument(data)
+	root, err := yamldecode.ParseYAML(data)
 	if err != nil {
 		return Config{}, err
 	}
-	d := decoder{lookupEnv: os.LookupEnv, lines: map[string]int{}, set: map[string]bool{}, failed: map[string]bool{}}
+	d := decoder{lookupEnv: os.LookupEnv, lines: map[string]int{}, set: map[string]bool{}}
 	if root != nil {
 		d.decodeStruct(root, reflect.ValueOf(&cfg).Elem(), "")
 	}
@@ -53,11 +50,10 @@ func Parse(data []byte) (Config, error) {
 		o.Timeout = min(o.Timeout, o.Interval)
 	}
 
-	problems := d.problems
 	for _, err := range flatten(cfg.Validate()) {
 		var p *problem
 		if errors.As(err, &p) {
-			if d.failed[p.path] || d.failed[p.also] {
+			if d.w.Failed(p.path) || d.w.Failed(p.also) {
 				continue // its value did not decode: that is the problem to report
 			}
 			p.line = d.lines[p.path]
@@ -65,24 +61,12 @@ func Parse(data []byte) (Config, error) {
 				p.line = d.lines[p.also] // the value that made a default wrong
 			}
 		}
-		problems = append(problems, err)
+		d.w.Add(err)
 	}
-	if len(problems) == 0 {
-		return cfg, nil
+	if err := d.w.Err(); err != nil {
+		return Config{}, err
 	}
-	slices.SortStableFunc(problems, func(a, b error) int {
-		return cmp.Compare(lineOf(a), lineOf(b))
-	})
-	return Config{}, errors.Join(problems...)
-}
-
-// lineOf orders problems: by line, those without a line last.
-func lineOf(err error) int {
-	var p *problem
-	if errors.As(err, &p) && p.line > 0 {
-		return p.line
-	}
-	return int(^uint(0) >> 1)
+	return cfg, nil
 }
 
 // flatten lists the leaves of a tree of errors.Join errors.
@@ -100,66 +84,20 @@ func flatten(err error) []error {
 	return []error{err}
 }
 
-// parseDocument parses data into a node tree and returns its top-level
-// node, or nil for a file without content. A file holds one document.
-func parseDocument(data []byte) (*yaml.Node, error) {
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	var doc yaml.Node
-	if err := dec.Decode(&doc); err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil, nil
-		}
-		return nil, syntaxError(err)
-	}
-	var next yaml.Node
-	switch err := dec.Decode(&next); {
-	case errors.Is(err, io.EOF):
-	case err != nil:
-		return nil, syntaxError(err)
-	case len(next.Content) > 0 && !isNull(next.Content[0]):
-		return nil, &problem{line: next.Content[0].Line, msg: "a config file holds one YAML document, found a second"}
-	}
-	if len(doc.Content) == 0 {
-		return nil, nil
-	}
-	return doc.Content[0], nil
-}
-
-// syntaxError turns "yaml: line 3: did not find expected key" into
-// "line 3: invalid YAML: did not find expected key".
-func syntaxError(err error) error {
-	msg := strings.TrimPrefix(err.Error(), "yaml: ")
-	if rest, ok := strings.CutPrefix(msg, "line "); ok {
-		num, text, ok := strings.Cut(rest, ": ")
-		if n, err := strconv.Atoi(num); ok && err == nil {
-			return &problem{line: n, msg: "invalid YAML: " + text}
-		}
-	}
-	return &problem{msg: "invalid YAML: " + msg}
-}
-
 // decoder walks a YAML node tree along the Config struct, decoding each
 // value it can and recording a problem for each it cannot.
 type decoder struct {
 	lookupEnv func(string) (string, bool)
-	problems  []error
-	lines     map[string]int  // dotted path → line of its value in the file
-	set       map[string]bool // dotted path → the file gave it a non-empty value
-	failed    map[string]bool // dotted path → its value did not decode
+	w         yamldecode.Walker // the problems, and the paths that failed
+	lines     map[string]int    // dotted path → line of its value in the file
+	set       map[string]bool   // dotted path → the file gave it a non-empty value
 }
 
 var durationType = reflect.TypeFor[time.Duration]()
 
 // fail records a problem with the value at path.
 func (d *decoder) fail(line int, path, format string, args ...any) {
-	msg := fmt.Sprintf(format, args...)
-	if path == "" {
-		msg = "the top level: " + msg
-	} else {
-		msg = path + ": " + msg
-	}
-	d.problems = append(d.problems, &problem{line: line, path: path, msg: msg})
-	d.failed[path] = true
+	d.w.FailLine(line, path, format, args...)
 }
 
 func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) {
@@ -177,34 +115,15 @@ func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) {
 		name, _, _ := strings.Cut(v.Type().Field(i).Tag.Get("yaml"), ",")
 		fields[name] = i
 	}
-	seen := make(map[string]int, len(n.Content)/2)
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		k, val := n.Content[i], n.Content[i+1]
-		if k.Kind == yaml.AliasNode && k.Alias != nil {
-			k = k.Alias
-		}
-		if k.Kind != yaml.ScalarNode {
-			d.fail(k.Line, path, "keys must be plain names, got %s", describe(k))
-			continue
-		}
-		p := join(path, k.Value)
-		if k.ShortTag() == "!!merge" {
-			d.fail(k.Line, p, "merge keys (<<) are not supported")
-			continue
-		}
-		if first, dup := seen[k.Value]; dup {
-			d.fail(k.Line, p, "repeated key (first at line %d)", first)
-			continue
-		}
-		seen[k.Value] = k.Line
-		idx, ok := fields[k.Value]
+	d.w.Mapping(n, path, func(key string, val *yaml.Node, p string) bool {
+		idx, ok := fields[key]
 		if !ok {
-			d.fail(k.Line, p, "unknown key")
-			continue
+			return false
 		}
 		d.lines[p] = val.Line
 		d.decodeValue(val, v.Field(idx), p)
-	}
+		return true
+	})
 }
 
 func (d *decoder) decodeValue(n *yaml.Node, v reflect.Value, path string) {
@@ -281,27 +200,12 @@ func (d *decoder) decodeHeaders(n *yaml.Node, v reflect.Value, path string) {
 		return
 	}
 	v.SetZero()
-	seen := make(map[string]int, len(n.Content)/2)
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		k, val := n.Content[i], n.Content[i+1]
-		if k.Kind == yaml.AliasNode && k.Alias != nil {
-			k = k.Alias
-		}
-		if k.Kind != yaml.ScalarNode || k.ShortTag() == "!!merge" {
-			d.fail(k.Line, path, "keys must be plain names, got %s", describe(k))
-			continue
-		}
-		p := path + "." + k.Value
-		if first, dup := seen[k.Value]; dup {
-			d.fail(k.Line, p, "repeated key (first at line %d)", first)
-			continue
-		}
-		seen[k.Value] = k.Line
-		d.lines[p] = k.Line
+	d.w.Mapping(n, path, func(key string, val *yaml.Node, p string) bool {
+		d.lines[p] = val.Line
 		vline := val.Line
 		val, ok := d.expand(val, vline, p)
 		if !ok {
-			continue
+			return true
 		}
 		var s string
 		switch {
@@ -310,13 +214,14 @@ func (d *decoder) decodeHeaders(n *yaml.Node, v reflect.Value, path string) {
 			s = val.Value
 		default:
 			d.fail(vline, p, "cannot decode %s as string", describe(val))
-			continue
+			return true
 		}
 		if v.IsNil() {
 			v.Set(reflect.MakeMap(v.Type()))
 		}
-		v.SetMapIndex(reflect.ValueOf(k.Value), reflect.ValueOf(s))
-	}
+		v.SetMapIndex(reflect.ValueOf(key), reflect.ValueOf(s))
+		return true
+	})
 	d.set[path] = true
 }
 
@@ -413,39 +318,6 @@ func validEnvName(name string) bool {
 	return name != ""
 }
 
-func isNull(n *yaml.Node) bool {
-	return n.Kind == 0 || n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null"
-}
-
-func join(path, key string) string {
-	if path == "" {
-		return key
-	}
-	return path + "." + key
-}
-
-// describe names a value in a message: its quoted text, or its kind.
-func describe(n *yaml.Node) string {
-	switch n.Kind {
-	case yaml.MappingNode:
-		return "a mapping"
-	case yaml.SequenceNode:
-		return "a sequence"
-	case yaml.AliasNode:
-		return "an alias"
-	}
-	return quote(n.Value)
-}
-
-// quote quotes s for a message, cut to a readable length.
-func quote(s string) string {
-	const limit = 64
-	if r := []rune(s); len(r) > limit {
-		return strconv.Quote(string(r[:limit])) + "..."
-	}
-	return strconv.Quote(s)
-}
-
 func typeName(t reflect.Type) string {
 	switch {
 	case t == durationType:
@@ -457,3 +329,8 @@ func typeName(t reflect.Type) string {
 	}
 	return t.Kind().String()
 }
+
+func isNull(n *yaml.Node) bool     { return yamldecode.IsNull(n) }
+func describe(n *yaml.Node) string { return yamldecode.Describe(n) }
+func quote(s string) string        { return yamldecode.Quote(s) }
+func join(path, key string) string { return yamldecode.JoinPath(path, key) }
