@@ -71,6 +71,9 @@ const (
 	AttrFaultKind     = attribute.Key("kind")
 	AttrThreshold     = attribute.Key("threshold")
 	AttrTableVersion  = attribute.Key("version")
+	AttrTableFormat   = attribute.Key("format")
+	AttrTableSource   = attribute.Key("source")
+	AttrTableAsOf     = attribute.Key("as_of")
 	AttrGRPCCode      = attribute.Key("grpc_code")
 	AttrGRPCService   = attribute.Key("grpc_service")
 	// AttrOverflow marks the series that absorbs measurements once the
@@ -286,8 +289,8 @@ var (
 	PricingInfo = Instrument{
 		Name: "agentmeter.pricing.table_info", Unit: "", Kind: Gauge,
 		Prom:        "agentmeter_pricing_table_info",
-		Description: "The price table in use (value 1), by version.",
-		Labels:      "version",
+		Description: "The price table in use (value 1), by version, format, source and as-of date.",
+		Labels:      "version, format = litellm / agentmeter, source (file, or the LiteLLM release of the built-in snapshot), as_of (YYYY-MM-DD or empty)",
 	}
 	PricingReloads = Instrument{
 		Name: "agentmeter.pricing.reloads", Unit: "{reload}", Kind: Counter,

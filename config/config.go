@@ -217,10 +217,20 @@ type Conversations struct {
 
 // Pricing chooses the price table.
 type Pricing struct {
-	// Table is the path of a price table file (YAML or JSON). Default "":
-	// the table built into the binary. Load resolves a relative path
-	// against the directory of the config file.
+	// Table is the path of a price table file: LiteLLM's
+	// model_prices_and_context_window.json as it is, or agentmeter's own
+	// YAML or JSON table. Default "": the snapshot of LiteLLM's list built
+	// into the binary. Load resolves a relative path against the directory
+	// of the config file.
 	Table string `yaml:"table"`
+	// Format is the table's format: litellm or agentmeter. Default "":
+	// told from the file (a .yaml/.yml file is agentmeter's; a .json file
+	// with a "models" list is agentmeter's, one of model entries LiteLLM's).
+	Format string `yaml:"format"`
+	// Overrides is the path of an agentmeter table layered on the table:
+	// negotiated prices, private models, aliases, prices with
+	// effective_from. Default "": none. Resolved like Table.
+	Overrides string `yaml:"overrides"`
 }
 
 // Shutdown bounds the graceful stop.
@@ -334,7 +344,7 @@ func Load(path string) (Config, error) {
 	if err != nil {
 		return Config{}, fmt.Errorf("load config %q: %w", path, err)
 	}
-	for _, p := range []*string{&cfg.Pricing.Table, &cfg.HTTP.WebConfigFile} {
+	for _, p := range []*string{&cfg.Pricing.Table, &cfg.Pricing.Overrides, &cfg.HTTP.WebConfigFile} {
 		if *p != "" && !filepath.IsAbs(*p) {
 			*p = filepath.Join(filepath.Dir(path), *p)
 		}
@@ -618,7 +628,16 @@ func (c Conversations) Validate() error {
 
 // Validate reports the problems of the pricing section.
 func (p Pricing) Validate() error {
-	return checkFilePath("pricing.table", p.Table)
+	errs := []error{checkFilePath("pricing.table", p.Table), checkFilePath("pricing.overrides", p.Overrides)}
+	switch p.Format {
+	case "", "litellm", "agentmeter":
+	default:
+		errs = append(errs, mustf("pricing.format", "", "must be litellm or agentmeter (or empty: told from the file), got %q", p.Format))
+	}
+	if p.Format != "" && p.Table == "" {
+		errs = append(errs, mustf("pricing.format", "pricing.table", "is set but pricing.table is not: the built-in table is LiteLLM's"))
+	}
+	return errors.Join(errs...)
 }
 
 // checkFilePath checks the value of a key naming a file ("" = none). What

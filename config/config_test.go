@@ -94,6 +94,8 @@ func TestParseGood(t *testing.T) {
 			}
 			c.Conversations = Conversations{IdleExpiry: 2 * time.Hour, ClosedRetention: 0, MaxTracked: 1, DefaultMaxBudgetUSD: &budget}
 			c.Pricing.Table = "prices.yaml"
+			c.Pricing.Format = "agentmeter"
+			c.Pricing.Overrides = "overrides.yaml"
 			c.Shutdown.GracePeriod = 90 * time.Second
 			c.Log = Log{Level: "debug", Format: "text"}
 			c.Memory.LimitMiB = 96
@@ -196,6 +198,8 @@ var garbage = map[string][]string{
 	"conversations.max_tracked":            {"abc", "0", "-1"},
 	"conversations.default_max_budget_usd": {"abc", "0", "-1", ".inf", ".nan", "-.inf"},
 	"pricing.table":                        {"{a: 1}", "[a]", `"a\0b"`},
+	"pricing.format":                       {"{a: 1}", "yaml", "LiteLLM"},
+	"pricing.overrides":                    {"{a: 1}", "[a]", `"a\0b"`},
 	"shutdown.grace_period":                {"abc", "0s", "-1s"},
 	"log.level":                            {"{a: 1}", "INFO", "warning", `""`},
 	"log.format":                           {"{a: 1}", "JSON", "logfmt"},

@@ -100,10 +100,10 @@ func startConvCollector(t *testing.T, cc convConfig) (*collector, pb.UsageServic
 type convPrice struct{ input, output, cacheRead, cacheWrite, cacheWrite1h float64 }
 
 // convBuiltinVersion is the version of the built-in price table the prices
-// below were copied from (pricing/default_prices.yaml). The replay checks it
+// below were copied from (the LiteLLM snapshot in pricing/snapshot). The replay checks it
 // on agentmeter_pricing_table_info, so that a new table fails with a clear
 // message instead of a cost mismatch.
-const convBuiltinVersion = "builtin-2025-11-24"
+const convBuiltinVersion = "litellm-1.110.2"
 
 // convPrices are the published prices of the priced models of the replay,
 // by the response model the calls report, copied by hand from the table.
@@ -831,7 +831,7 @@ func checkConvMetrics(t *testing.T, fams families, r *convReplay) {
 	tot := r.tot
 	if _, n := fams.value("agentmeter_pricing_table_info", labels{"version": convBuiltinVersion}); n != 1 {
 		t.Fatalf("agentmeter_pricing_table_info{version=%q} absent (have %v): the built-in price table changed; "+
-			"update convPrices and convBuiltinVersion from pricing/default_prices.yaml",
+			"update convPrices and convBuiltinVersion from the snapshot in pricing/snapshot",
 			convBuiltinVersion, fams["agentmeter_pricing_table_info"].GetMetric())
 	}
 	exact := func(name string, sel labels, want float64) {

@@ -16,13 +16,18 @@ type Usage struct {
 	// CacheWrite1h is the prompt tokens written to the cache at 1-hour
 	// retention; not part of CacheWrite.
 	CacheWrite1h int64
+	// Reasoning is the completion tokens spent reasoning; part of
+	// Completion.
+	Reasoning int64
 }
 
 // Cost prices a call. With r the rates for u.Prompt (see Rates):
 //
-//	uncached = Prompt − CacheRead − CacheWrite − CacheWrite1h
-//	cost     = uncached×r.Input + CacheRead×r.CacheRead + CacheWrite×r.CacheWrite
-//	           + CacheWrite1h×r.CacheWrite1h + Completion×r.Output
+//	uncached  = Prompt − CacheRead − CacheWrite − CacheWrite1h
+//	reasoning = min(Reasoning, Completion)
+//	cost      = uncached×r.Input + CacheRead×r.CacheRead + CacheWrite×r.CacheWrite
+//	            + CacheWrite1h×r.CacheWrite1h
+//	            + (Completion − reasoning)×r.Output + reasoning×r.Reasoning
 //	savings  = max(0, CacheRead×(r.Input − r.CacheRead))
 //
 // in USD (the rates are per million tokens). Negative counts are taken as 0,
@@ -37,12 +42,14 @@ func (p *ModelPrice) Cost(u Usage) (costUSD, cacheSavingsUSD float64) {
 	prompt, completion := nonNeg(u.Prompt), nonNeg(u.Completion)
 	read, write, write1h := nonNeg(u.CacheRead), nonNeg(u.CacheWrite), nonNeg(u.CacheWrite1h)
 	uncached := max(prompt-read-write-write1h, 0)
+	reasoning := min(nonNeg(u.Reasoning), completion)
 
 	cost := float64(uncached)*r.Input +
 		float64(read)*r.CacheRead +
 		float64(write)*r.CacheWrite +
 		float64(write1h)*r.CacheWrite1h +
-		float64(completion)*r.Output
+		float64(completion-reasoning)*r.Output +
+		float64(reasoning)*r.Reasoning
 	savings := max(float64(read)*(r.Input-r.CacheRead), 0)
 	return cost / 1e6, savings / 1e6
 }

@@ -77,7 +77,7 @@ models:
 }
 
 func TestRatesAndTiers(t *testing.T) {
-	p, ok := Default().Price("anthropic", "claude-sonnet-4-20250514")
+	p, ok := handTable(t).Price("anthropic", "claude-sonnet-4-20250514")
 	if !ok {
 		t.Fatal("no price")
 	}
@@ -96,7 +96,7 @@ func TestRatesAndTiers(t *testing.T) {
 
 func TestFromLLMCall(t *testing.T) {
 	c := &agentmeterv1.LLMCall{PromptTokens: 10, CompletionTokens: 5, CacheReadTokens: 3, CacheWriteTokens: 2, CacheWrite_1HTokens: 1, ReasoningTokens: 4}
-	if u := FromLLMCall(c); u != (Usage{Prompt: 10, Completion: 5, CacheRead: 3, CacheWrite: 2, CacheWrite1h: 1}) {
+	if u := FromLLMCall(c); u != (Usage{Prompt: 10, Completion: 5, CacheRead: 3, CacheWrite: 2, CacheWrite1h: 1, Reasoning: 4}) {
 		t.Errorf("FromLLMCall = %+v", u)
 	}
 }

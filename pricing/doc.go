@@ -131,7 +131,8 @@
 // Reload (SIGHUP) and when the file changes, and keeps the previous table
 // when a new one fails to load; see its documentation.
 //
-// The embedded default table, pricing/default_prices.yaml, holds list
-// prices of the main OpenAI, Anthropic (direct and Bedrock) and Google
-// Gemini models as of its as_of date; check them against its sources.
+// The built-in table (Default) is a snapshot of LiteLLM's price list,
+// embedded gzipped in pricing/snapshot with the release it was taken from
+// and the date; scripts/refresh-prices.sh takes a new one from the newest
+// litellm release on PyPI.
 package pricing

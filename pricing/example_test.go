@@ -17,13 +17,13 @@ func Example() {
 		CacheCreation:            &pricing.AnthropicCacheCreation{Ephemeral5mInputTokens: 2000, Ephemeral1hInputTokens: 1000},
 		OutputTokens:             850,
 	})
-	p, ok := pricing.Default().Price("", "anthropic/claude-sonnet-4-20250514")
+	p, ok := pricing.Default().Price("", "anthropic/claude-sonnet-4-5-20250929")
 	if !ok {
 		log.Fatal("no price")
 	}
 	cost, saved := p.Cost(u)
 	fmt.Printf("%s %s: $%.5f, cache saved $%.3f\n", p.Provider(), p.Model(), cost, saved)
-	// Output: anthropic claude-sonnet-4-20250514: $0.03285, cache saved $0.027
+	// Output: anthropic claude-sonnet-4-5-20250929: $0.03285, cache saved $0.027
 }
 
 // A table of your own, with a long-context tier.

@@ -10,32 +10,40 @@ import (
 )
 
 func TestDefaultParses(t *testing.T) {
-	if _, err := Parse(defaultPricesYAML, "yaml"); err != nil {
-		t.Fatalf("embedded default_prices.yaml: %v", err)
-	}
 	d := Default()
 	if d != Default() {
 		t.Error("Default() is not parsed once")
 	}
-	if !strings.HasPrefix(d.Version(), "builtin-") {
-		t.Errorf("Version() = %q", d.Version())
+	snap := DefaultSnapshot()
+	if d.Version() != "litellm-"+snap.Version || d.Format() != FormatLiteLLM || d.Source() != snap.Source() {
+		t.Errorf("Version() = %q, Format() = %q, Source() = %q; snapshot %+v", d.Version(), d.Format(), d.Source(), snap)
 	}
-	if d.AsOf().IsZero() || len(d.Sources()) == 0 {
-		t.Errorf("as_of %v, sources %v: want both declared", d.AsOf(), d.Sources())
+	if d.AsOf().IsZero() || d.AsOf().Format("2006-01-02") != snap.Taken {
+		t.Errorf("AsOf() = %v, want the snapshot's date %s", d.AsOf(), snap.Taken)
 	}
-	// The models the issue asks for, as agents name them.
+	if rep := d.Report(); rep.Priced < 1000 || rep.Priced != d.Models() || rep.SkippedTotal() == 0 {
+		t.Errorf("report %+v: want over 1000 chat models priced and the other modes skipped", rep)
+	}
+	// Models as agents name them, through every provider mapping.
 	for _, c := range []struct{ provider, model string }{
 		{"openai", "gpt-4o"}, {"openai", "gpt-4o-mini"}, {"openai", "gpt-4.1"}, {"openai", "gpt-4.1-mini"},
 		{"openai", "o3"}, {"openai", "o4-mini"}, {"openai", "gpt-5"}, {"openai", "gpt-5-mini"},
-		{"anthropic", "claude-sonnet-4-20250514"}, {"anthropic", "claude-sonnet-4-5-20250929"},
-		{"anthropic", "claude-opus-4-20250514"}, {"anthropic", "claude-opus-4-1-20250805"},
-		{"anthropic", "claude-3-5-haiku-20241022"}, {"anthropic", "claude-haiku-4-5-20251001"},
+		{"openai", "gpt-5.6"}, {"openai", "gpt-5.3-codex"},
+		{"anthropic", "claude-sonnet-4-5-20250929"},
+		{"anthropic", "claude-opus-4-6"}, {"anthropic", "claude-opus-4-8"}, {"anthropic", "claude-opus-5"},
+		{"anthropic", "claude-sonnet-5"}, {"anthropic", "claude-haiku-4-5-20251001"},
 		{"aws.bedrock", "anthropic.claude-sonnet-4-20250514-v1:0"},
 		{"aws.bedrock", "us.anthropic.claude-sonnet-4-5-20250929-v1:0"},
-		{"aws.bedrock", "eu.anthropic.claude-opus-4-1-20250805-v1:0"},
-		{"aws.bedrock", "apac.anthropic.claude-3-5-haiku-20241022-v1:0"},
+		{"aws.bedrock", "us.anthropic.claude-opus-4-6-v1"},
 		{"aws.bedrock", "global.anthropic.claude-haiku-4-5-20251001-v1:0"},
+		{"bedrock", "eu.anthropic.claude-opus-4-7"},
 		{"gcp.gemini", "gemini-2.5-pro"}, {"gcp.vertex_ai", "gemini-2.5-flash"},
+		{"gcp.gemini", "gemini-3.1-pro-preview"}, {"gcp.vertex_ai", "claude-opus-4-6"},
+		{"x_ai", "grok-code-fast-1"}, {"xai", "grok-4.3"}, {"deepseek", "deepseek-v4-pro"},
+		{"mistral_ai", "devstral-latest"}, {"mistral", "codestral-latest"},
+		{"", "anthropic/claude-opus-4-6"}, {"", "bedrock/us.anthropic.claude-opus-4-6-v1"},
+		{"", "gemini/gemini-3.5-flash"}, {"", "vertex_ai/claude-opus-4-6"}, {"", "xai/grok-4.3"},
+		{"", "deepseek/deepseek-v4-pro"}, {"", "azure/gpt-5.1"}, {"", "azure/eu/gpt-5.1"},
 	} {
 		if _, ok := d.Price(c.provider, c.model); !ok {
 			t.Errorf("Default has no price for (%q, %q)", c.provider, c.model)

@@ -11,6 +11,7 @@ func FromLLMCall(c *agentmeterv1.LLMCall) Usage {
 		CacheRead:    c.GetCacheReadTokens(),
 		CacheWrite:   c.GetCacheWriteTokens(),
 		CacheWrite1h: c.GetCacheWrite_1HTokens(),
+		Reasoning:    c.GetReasoningTokens(),
 	}
 }
 
@@ -45,6 +46,9 @@ func FromOpenAIUsage(u OpenAIUsage) Usage {
 	out := Usage{Prompt: u.PromptTokens, Completion: u.CompletionTokens}
 	if u.PromptTokensDetails != nil {
 		out.CacheRead = u.PromptTokensDetails.CachedTokens
+	}
+	if u.CompletionTokensDetails != nil {
+		out.Reasoning = u.CompletionTokensDetails.ReasoningTokens
 	}
 	return out
 }
@@ -130,12 +134,17 @@ func FromLiteLLMUsage(u LiteLLMUsage) Usage {
 		split = d.CacheCreationTokenDetails
 	}
 	w5, w1h := splitCacheWrites(write, split)
+	var reasoning int64
+	if u.CompletionTokensDetails != nil {
+		reasoning = u.CompletionTokensDetails.ReasoningTokens
+	}
 	return Usage{
 		Prompt:       u.PromptTokens,
 		Completion:   u.CompletionTokens,
 		CacheRead:    read,
 		CacheWrite:   w5,
 		CacheWrite1h: w1h,
+		Reasoning:    reasoning,
 	}
 }
 

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -15,9 +14,10 @@ import (
 	"github.com/agentmeter/agentmeter/internal/filewatch"
 )
 
-// Watcher serves the current price table of a file and reloads it on
-// Reload (the collector calls it on SIGHUP) and when the file changes. A
-// file that fails to load keeps the previous table in service.
+// Watcher serves the current price table of a Source (a table file and
+// overrides) and reloads it on Reload (the collector calls it on SIGHUP)
+// and when either file changes. Files that fail to load keep the previous
+// table in service.
 //
 // Changes are seen through internal/filewatch: the file's directory is
 // watched, so that an editor's rename-and-replace and a Kubernetes
@@ -25,8 +25,7 @@ import (
 // another directory is reloaded only when the link itself changes, or on
 // Reload.
 type Watcher struct {
-	path     string // absolute; "" serves Default()
-	format   string
+	src      Source // absolute paths; no files: serves Default()
 	logger   *slog.Logger
 	debounce time.Duration
 
@@ -42,37 +41,69 @@ type Watcher struct {
 	fw      *filewatch.Watcher
 }
 
-// NewWatcher loads the price table at path and returns a Watcher serving
-// it; an error when it does not load. When path is "" the Watcher serves
-// Default() and watches nothing. A nil logger discards.
-func NewWatcher(path string, logger *slog.Logger) (*Watcher, error) {
+// NewWatcher loads the price table of src and returns a Watcher serving
+// it; an error when it does not load. With neither a table nor overrides
+// the Watcher serves Default() and watches nothing. A nil logger discards.
+func NewWatcher(src Source, logger *slog.Logger) (*Watcher, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	w := &Watcher{logger: logger, debounce: filewatch.DefaultDebounce}
-	if path == "" {
-		w.cur.Store(Default())
-		return w, nil
+	for _, p := range []*string{&src.Table, &src.Overrides} {
+		if *p == "" {
+			continue
+		}
+		abs, err := filepath.Abs(*p)
+		if err != nil {
+			return nil, fmt.Errorf("price table path %q: %w", *p, err)
+		}
+		*p = abs
 	}
-	abs, err := filepath.Abs(path)
+	w.src = src
+	table, overrides, err := src.read()
 	if err != nil {
-		return nil, fmt.Errorf("price table path %q: %w", path, err)
-	}
-	if w.format, err = formatOf(abs); err != nil {
 		return nil, err
 	}
-	w.path = abs
-	data, err := os.ReadFile(abs)
+	t, err := src.build(table, overrides)
 	if err != nil {
-		return nil, fmt.Errorf("read price table: %w", err)
+		return nil, err
 	}
-	t, err := parse(data, w.format)
-	if err != nil {
-		return nil, fmt.Errorf("load price table %q: %w", abs, err)
-	}
-	w.lastSum = sha256.Sum256(data)
+	w.lastSum = sumOf(table, overrides)
 	w.cur.Store(t)
+	w.logLoaded(t, "start", 0)
 	return w, nil
+}
+
+func sumOf(table, overrides []byte) [sha256.Size]byte {
+	h := sha256.New()
+	h.Write(table)
+	h.Write([]byte{0})
+	h.Write(overrides)
+	var sum [sha256.Size]byte
+	h.Sum(sum[:0])
+	return sum
+}
+
+// files returns the files the Watcher serves.
+func (w *Watcher) files() []string {
+	var out []string
+	for _, p := range []string{w.src.Table, w.src.Overrides} {
+		if p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func (w *Watcher) logLoaded(t *Table, trigger string, took time.Duration) {
+	rep := t.Report()
+	attrs := []any{"table", w.src.Table, "overrides", w.src.Overrides, "trigger", trigger,
+		"version", t.Version(), "format", t.Format(), "source", t.Source(),
+		"models", t.Models(), "skipped_entries", rep.SkippedTotal(), "conflicts", len(rep.Conflicts)}
+	if trigger != "start" {
+		attrs = append(attrs, "duration", took)
+	}
+	w.logger.Info("price table loaded", attrs...)
 }
 
 // Current returns the table in service. It never returns nil.
@@ -82,47 +113,44 @@ func (w *Watcher) Current() *Table { return w.cur.Load() }
 // NewWatcher.
 func (w *Watcher) Reloads() (ok, failed uint64) { return w.ok.Load(), w.failed.Load() }
 
-// Reload reads and parses the file again and puts the new table in service.
-// On error the previous table stays in service; the error is logged,
-// counted and returned. With no file it does nothing.
+// Reload reads and parses the files again and puts the new table in
+// service. On error the previous table stays in service; the error is
+// logged, counted and returned. With no files it does nothing.
 func (w *Watcher) Reload() error {
-	if w.path == "" {
+	if len(w.files()) == 0 {
 		return nil
 	}
 	return w.reload("signal", true)
 }
 
-// reload loads the file. Unless force, a file whose content is that of the
-// last attempt (successful or not) is skipped, uncounted.
+// reload loads the files. Unless force, files whose content is that of the
+// last attempt (successful or not) are skipped, uncounted.
 func (w *Watcher) reload(trigger string, force bool) error {
 	w.reloadMu.Lock()
 	defer w.reloadMu.Unlock()
 	start := time.Now()
-	data, err := os.ReadFile(w.path)
+	table, overrides, err := w.src.read()
 	if err != nil {
-		err = fmt.Errorf("read price table: %w", err)
 		w.failed.Add(1)
 		w.logger.Warn("price table reload failed, keeping the previous table",
-			"path", w.path, "trigger", trigger, "version", w.Current().Version(), "err", err)
+			"table", w.src.Table, "overrides", w.src.Overrides, "trigger", trigger, "version", w.Current().Version(), "err", err)
 		return err
 	}
-	sum := sha256.Sum256(data)
+	sum := sumOf(table, overrides)
 	if !force && sum == w.lastSum {
 		return nil
 	}
 	w.lastSum = sum
-	t, err := parse(data, w.format)
+	t, err := w.src.build(table, overrides)
 	if err != nil {
-		err = fmt.Errorf("load price table %q: %w", w.path, err)
 		w.failed.Add(1)
 		w.logger.Warn("price table reload failed, keeping the previous table",
-			"path", w.path, "trigger", trigger, "version", w.Current().Version(), "err", err)
+			"table", w.src.Table, "overrides", w.src.Overrides, "trigger", trigger, "version", w.Current().Version(), "err", err)
 		return err
 	}
 	w.cur.Store(t)
 	w.ok.Add(1)
-	w.logger.Info("price table reloaded", "path", w.path, "trigger", trigger,
-		"version", t.Version(), "models", t.Models(), "duration", time.Since(start))
+	w.logLoaded(t, trigger, time.Since(start))
 	return nil
 }
 
@@ -141,13 +169,13 @@ func (w *Watcher) Start(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if w.path == "" {
+	if len(w.files()) == 0 {
 		w.started = true
 		return nil
 	}
-	fw, err := filewatch.New([]string{w.path}, w.debounce, func() {
+	fw, err := filewatch.New(w.files(), w.debounce, func() {
 		_ = w.reload("file_change", false) // logged and counted by reload
-	}, w.logger.With("path", w.path))
+	}, w.logger.With("table", w.src.Table, "overrides", w.src.Overrides))
 	if err != nil {
 		return fmt.Errorf("watch price table: %w", err)
 	}

@@ -52,7 +52,7 @@ func (s *syncBuffer) String() string {
 func newTestWatcher(t *testing.T, path string) (*Watcher, *syncBuffer) {
 	t.Helper()
 	logs := &syncBuffer{}
-	w, err := NewWatcher(path, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	w, err := NewWatcher(Source{Table: path}, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +61,7 @@ func newTestWatcher(t *testing.T, path string) (*Watcher, *syncBuffer) {
 }
 
 func TestWatcherNoPath(t *testing.T) {
-	w, err := NewWatcher("", nil)
+	w, err := NewWatcher(Source{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,7 +122,7 @@ func TestNewWatcherBadFile(t *testing.T) {
 		filepath.Join(dir, "missing.yaml"),
 		writeFile(t, dir, "prices.txt", table("v1")),
 	} {
-		if _, err := NewWatcher(path, nil); err == nil {
+		if _, err := NewWatcher(Source{Table: path}, nil); err == nil {
 			t.Errorf("NewWatcher(%s) succeeded", filepath.Base(path))
 		}
 	}

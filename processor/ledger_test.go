@@ -26,7 +26,7 @@ func closed(id, conv string, reason pb.CloseReason) *pb.Event {
 
 // fixedPricer prices every model of provider "priced" at $1 per input
 // token and $2 per output token, and saves $0.5 per cache read.
-var fixedPricer = PricerFunc(func(provider, _ string, u pricing.Usage) (float64, float64, bool) {
+var fixedPricer = PricerFunc(func(provider, _ string, _ time.Time, u pricing.Usage) (float64, float64, bool) {
 	if provider != "priced" {
 		return 0, 0, false
 	}

@@ -3,6 +3,7 @@ package processor
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/agentmeter/agentmeter/pricing"
 	pb "github.com/agentmeter/agentmeter/proto/agentmeter/v1"
@@ -11,17 +12,18 @@ import (
 // Pricer prices an LLM call the agent sent no cost for. *pricing.Watcher
 // is one.
 type Pricer interface {
-	// Price returns the call's cost and what its cache reads saved, in USD,
-	// and false when it has no price for the model.
-	Price(provider, model string, u pricing.Usage) (costUSD, cacheSavingsUSD float64, ok bool)
+	// Price returns the call's cost at the price in force at time at (the
+	// event's time) and what its cache reads saved, in USD, and false when
+	// it has no price for the model.
+	Price(provider, model string, at time.Time, u pricing.Usage) (costUSD, cacheSavingsUSD float64, ok bool)
 }
 
 // PricerFunc adapts a function to Pricer.
-type PricerFunc func(provider, model string, u pricing.Usage) (float64, float64, bool)
+type PricerFunc func(provider, model string, at time.Time, u pricing.Usage) (float64, float64, bool)
 
 // Price calls f.
-func (f PricerFunc) Price(provider, model string, u pricing.Usage) (float64, float64, bool) {
-	return f(provider, model, u)
+func (f PricerFunc) Price(provider, model string, at time.Time, u pricing.Usage) (float64, float64, bool) {
+	return f(provider, model, at, u)
 }
 
 // budgetThresholds are the budget fractions whose crossing is counted.

@@ -1,6 +1,8 @@
 package processor
 
 import (
+	"time"
+
 	"go.opentelemetry.io/otel/attribute"
 
 	"github.com/agentmeter/agentmeter/catalog"
@@ -158,8 +160,9 @@ func clone(s string) string {
 }
 
 // applyLLMCall aggregates one call into its series and, when it belongs to
-// a conversation, into the conversation's ledger entry. p.mu is held.
-func (p *Processor) applyLLMCall(conv *conversation, agent string, c *pb.LLMCall) {
+// a conversation, into the conversation's ledger entry; a call without a
+// cost is priced at the price in force at time at. p.mu is held.
+func (p *Processor) applyLLMCall(conv *conversation, agent string, c *pb.LLMCall, at time.Time) {
 	s := p.series(agent, c)
 	prompt, completion := c.GetPromptTokens(), c.GetCompletionTokens()
 	cacheWrite := c.GetCacheWriteTokens() + c.GetCacheWrite_1HTokens()
@@ -176,11 +179,10 @@ func (p *Processor) applyLLMCall(conv *conversation, agent string, c *pb.LLMCall
 		source, cost = costReported, *c.CostUsd
 	}
 	if p.pricer != nil {
-		u := pricing.Usage{Prompt: prompt, Completion: completion, CacheRead: c.GetCacheReadTokens(),
-			CacheWrite: c.GetCacheWriteTokens(), CacheWrite1h: c.GetCacheWrite_1HTokens()}
-		computed, savings, ok := p.pricer.Price(c.GetProvider(), c.GetResponseModel(), u)
+		u := pricing.FromLLMCall(c)
+		computed, savings, ok := p.pricer.Price(c.GetProvider(), c.GetResponseModel(), at, u)
 		if !ok && c.GetResponseModel() != c.GetRequestModel() {
-			computed, savings, ok = p.pricer.Price(c.GetProvider(), c.GetRequestModel(), u)
+			computed, savings, ok = p.pricer.Price(c.GetProvider(), c.GetRequestModel(), at, u)
 		}
 		if ok {
 			s.cacheSavings += savings

@@ -242,7 +242,7 @@ func (p *Processor) apply(ev *pb.Event, now int64) Result {
 	var res Result
 	switch payload := ev.GetPayload().(type) {
 	case *pb.Event_LlmCall:
-		p.applyLLMCall(c, ev.GetAgent(), payload.LlmCall)
+		p.applyLLMCall(c, ev.GetAgent(), payload.LlmCall, eventTime(ev, now))
 	case *pb.Event_AgentStatus:
 		if c != nil {
 			p.applyStatus(c, ev.GetAgent(), payload.AgentStatus.GetState())
@@ -264,6 +264,15 @@ func (p *Processor) apply(ev *pb.Event, now int64) Result {
 		c.changed()
 	}
 	return res
+}
+
+// eventTime is the time an event says it happened, else its receipt time
+// (now, in Unix nanoseconds): the time its call is priced at.
+func eventTime(ev *pb.Event, now int64) time.Time {
+	if ts := ev.GetTime(); ts != nil {
+		return ts.AsTime()
+	}
+	return time.Unix(0, now)
 }
 
 // track returns the ledger entry of conversation id, tracking it when new

@@ -42,17 +42,13 @@ func benchEvents(n int) []*pb.Event {
 // benchProcessor is the processor as the collector builds it: dedupe, the
 // ledger, and the default price table.
 func benchProcessor(b *testing.B) *processor.Processor {
-	table := pricing.Default()
+	prices, err := pricing.NewWatcher(pricing.Source{}, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
 	p, err := processor.New(processor.Config{DedupeWindow: time.Hour, DedupeMaxIDs: 50_000, IdleExpiry: time.Hour, MaxTracked: 1000,
 		ClosedRetention: time.Minute, DefaultMaxBudgetUSD: proto.Float64(1e6)},
-		processor.Deps{Pricer: processor.PricerFunc(func(provider, model string, u pricing.Usage) (float64, float64, bool) {
-			mp, ok := table.Price(provider, model)
-			if !ok {
-				return 0, 0, false
-			}
-			c, s := mp.Cost(u)
-			return c, s, true
-		})})
+		processor.Deps{Pricer: prices})
 	if err != nil {
 		b.Fatal(err)
 	}

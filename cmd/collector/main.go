@@ -185,7 +185,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, listen list
 	if err != nil {
 		return err
 	}
-	prices, err := pricing.NewWatcher(cfg.Pricing.Table, log)
+	prices, err := pricing.NewWatcher(priceSource(cfg.Pricing), log)
 	if err != nil {
 		return fmt.Errorf("load pricing.table: %w", err)
 	}
