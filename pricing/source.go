@@ -189,7 +189,7 @@ func DetectFormat(data []byte) (string, error) {
 	for dec.More() {
 		tok, err := dec.Token()
 		if err != nil {
-			break
+			return "", fmt.Errorf("cannot tell the price table's format: invalid JSON: %w", err)
 		}
 		key, _ := tok.(string)
 		if key == "models" || key == "version" || key == "provider_aliases" {
@@ -197,7 +197,11 @@ func DetectFormat(data []byte) (string, error) {
 		}
 		var v map[string]json.RawMessage
 		if err := dec.Decode(&v); err != nil {
-			break
+			var ute *json.UnmarshalTypeError
+			if errors.As(err, &ute) {
+				continue
+			}
+			return "", fmt.Errorf("cannot tell the price table's format: invalid JSON: %w", err)
 		}
 		for _, k := range []string{"litellm_provider", "mode", "input_cost_per_token"} {
 			if _, ok := v[k]; ok {

@@ -52,6 +52,9 @@ func version() string {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "prices" {
+		return runPrices(args[1:], stdout, stderr)
+	}
 	cmd := "run"
 	if len(args) > 0 && (args[0] == "validate" || args[0] == "version" || args[0] == "run") {
 		cmd, args = args[0], args[1:]
@@ -60,7 +63,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	configPath := fs.String("config", "config.yaml", "path of the YAML configuration file")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: collector [run|validate|version] [--config FILE]\n\n")
+		fmt.Fprintf(stderr, "usage: collector [run|validate|version] [--config FILE]\n       collector prices lookup|check ...\n\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -76,7 +79,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	switch cmd {
 	case "version":
-		fmt.Fprintf(stdout, "agentmeter collector %s (semconv %s)\n", version(), catalog.SemconvVersion)
+		fmt.Fprintf(stdout, "agentmeter collector %s (semconv %s)\n%s\n", version(), catalog.SemconvVersion, snapshotLine())
 		return exitOK
 	case "validate":
 		cfg, err := config.Load(*configPath)
@@ -116,6 +119,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 func checkFiles(cfg config.Config) error {
 	return errors.Join(
 		exporter.ValidateWebConfig(cfg.HTTP.WebConfigFile),
+		checkPrices(cfg),
 	)
 }
 
