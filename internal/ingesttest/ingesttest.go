@@ -1,6 +1,7 @@
 // Package ingesttest serves a fake agentmeter.v1.IngestService on a
-// loopback port, for tests of clients (the load generator): each request is
-// answered by a function, over unary Record and RecordStream alike.
+// loopback port, for tests of clients (the load generator, the Go client):
+// each request is answered by a function, over unary Record and
+// RecordStream alike.
 package ingesttest
 
 import (
@@ -18,13 +19,17 @@ import (
 // AnswerFunc answers one request.
 type AnswerFunc func(*pb.RecordRequest) *pb.RecordResponse
 
+// HandlerFunc answers one request, or refuses it with an error (a gRPC
+// status error), which ends a RecordStream as it does on the real server.
+type HandlerFunc func(ctx context.Context, req *pb.RecordRequest) (*pb.RecordResponse, error)
+
 type server struct {
 	pb.UnimplementedIngestServiceServer
-	answer AnswerFunc
+	handle HandlerFunc
 }
 
-func (s server) Record(_ context.Context, req *pb.RecordRequest) (*pb.RecordResponse, error) {
-	return s.answer(req), nil
+func (s server) Record(ctx context.Context, req *pb.RecordRequest) (*pb.RecordResponse, error) {
+	return s.handle(ctx, req)
 }
 
 func (s server) RecordStream(st grpc.BidiStreamingServer[pb.RecordRequest, pb.RecordResponse]) error {
@@ -36,7 +41,11 @@ func (s server) RecordStream(st grpc.BidiStreamingServer[pb.RecordRequest, pb.Re
 		if err != nil {
 			return err
 		}
-		if err := st.Send(s.answer(req)); err != nil {
+		resp, err := s.handle(st.Context(), req)
+		if err != nil {
+			return err
+		}
+		if err := st.Send(resp); err != nil {
 			return err
 		}
 	}
@@ -46,12 +55,37 @@ func (s server) RecordStream(st grpc.BidiStreamingServer[pb.RecordRequest, pb.Re
 // address.
 func Serve(t testing.TB, answer AnswerFunc) string {
 	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	return ServeHandler(t, func(_ context.Context, req *pb.RecordRequest) (*pb.RecordResponse, error) {
+		return answer(req), nil
+	}, Options{})
+}
+
+// Options of ServeHandler. The zero value serves TCP on 127.0.0.1:0.
+type Options struct {
+	// Network and Address to listen on: "tcp" (default) and "127.0.0.1:0"
+	// (default), or "unix" and a socket path.
+	Network, Address string
+	// ServerOptions are passed to grpc.NewServer (interceptors, message
+	// size bounds).
+	ServerOptions []grpc.ServerOption
+}
+
+// ServeHandler serves handle as o says until the test ends and returns
+// the listening address (host:port, or the socket path).
+func ServeHandler(t testing.TB, handle HandlerFunc, o Options) string {
+	t.Helper()
+	if o.Network == "" {
+		o.Network = "tcp"
+	}
+	if o.Address == "" {
+		o.Address = "127.0.0.1:0"
+	}
+	lis, err := net.Listen(o.Network, o.Address)
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := grpc.NewServer()
-	pb.RegisterIngestServiceServer(srv, server{answer: answer})
+	srv := grpc.NewServer(o.ServerOptions...)
+	pb.RegisterIngestServiceServer(srv, server{handle: handle})
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
