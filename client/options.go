@@ -131,4 +131,3 @@ func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l 
 func WithDialOptions(opts ...grpc.DialOption) Option {
 	return func(o *options) { o.dialOptions = append(o.dialOptions, opts...) }
 }
-
