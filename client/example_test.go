@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/agentmeter/agentmeter/client"
+	"github.com/agentmeter/agentmeter/grpcserver"
 	"github.com/agentmeter/agentmeter/processor"
 	pb "github.com/agentmeter/agentmeter/proto/agentmeter/v1"
 	"github.com/agentmeter/agentmeter/receiver"
@@ -17,15 +18,20 @@ import (
 // client.New("localhost:4320").
 func Example() {
 	proc, _ := processor.New(processor.Config{DedupeWindow: time.Minute, DedupeMaxIDs: 1000, IdleExpiry: time.Hour, MaxTracked: 100}, processor.Deps{})
+	srv, _ := grpcserver.New(grpcserver.Config{
+		Endpoint: "127.0.0.1:0", MaxRecvMsgSize: 4 << 20, MaxConcurrentStreams: 16, MaxConnections: 16,
+		MaxInflightRPCs: 32, ReceiveTimeout: time.Minute, MaxConnectionIdle: 5 * time.Minute, HandshakeTimeout: 10 * time.Second,
+	}, grpcserver.Deps{})
 	recv, _ := receiver.New(receiver.Config{
-		Endpoint: "127.0.0.1:0", MaxRecvMsgSize: 4 << 20, MaxConcurrentStreams: 16, MaxEventsPerRequest: 10000,
+		MaxEventsPerRequest: 10000, MaxInflightBytes: 64 << 20,
 		Limits: receiver.Limits{MaxFutureSkew: 5 * time.Minute},
-	}, receiver.Deps{Consumer: proc})
-	_ = recv.Start(context.Background())
-	defer func() { _ = recv.Shutdown(context.Background()) }()
+	}, receiver.Deps{Consumer: proc, Draining: srv.Draining()})
+	recv.Register(srv)
+	_ = srv.Start(context.Background())
+	defer func() { _ = srv.Shutdown(context.Background()) }()
 
 	// The agent's side.
-	c, err := client.New(recv.Addr().String(), client.WithAgent("CodeActAgent"))
+	c, err := client.New(srv.Addr().String(), client.WithAgent("CodeActAgent"))
 	if err != nil {
 		fmt.Println(err)
 		return
