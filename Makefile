@@ -56,7 +56,7 @@ test-race: ## unit and end-to-end tests under the race detector
 	$(GO) test -race -count=1 ./...
 
 bench: ## per-event benchmarks
-	$(GO) test -run '^$$' -bench . -benchmem ./processor/ ./receiver/ ./pricing/
+	$(GO) test -run '^$$' -bench . -benchmem ./processor/ ./receiver/ ./pricing/ ./client/
 
 fuzz: ## run each fuzz target for FUZZTIME (default 20s)
 	./scripts/fuzz.sh $${FUZZTIME:-20s}
