@@ -275,6 +275,15 @@ const (
 // LimitBytes is LimitMiB in bytes.
 func (m Memory) LimitBytes() int64 { return int64(m.LimitMiB) << 20 }
 
+// RuntimeLimitBytes is the Go runtime's soft memory limit: LimitMiB less
+// an eighth (at most 16 MiB) for the resident memory the runtime does not
+// count, mostly the executable's own pages (~10 MiB of an idle process's
+// ~19 MiB), so that the process's resident memory, not only what the
+// runtime manages, stays within LimitMiB.
+func (m Memory) RuntimeLimitBytes() int64 {
+	return m.LimitBytes() - min(m.LimitBytes()/8, 16<<20)
+}
+
 // memoryLimitMiB is the default memory.limit_mib: 90% of the limit that
 // cgroup reports, in MiB, or DefaultMemoryLimitMiB when it reports none
 // (not in a container, no limit set, or unreadable).

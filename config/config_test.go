@@ -648,6 +648,11 @@ func TestMemoryLimitDefault(t *testing.T) {
 	if got := (Memory{LimitMiB: 128}).LimitBytes(); got != 128*mib {
 		t.Errorf("LimitBytes = %d, want %d", got, 128*mib)
 	}
+	for _, tc := range []struct{ limit, want int64 }{{16, 14 * mib}, {64, 56 * mib}, {128, 112 * mib}, {256, 240 * mib}, {1024, 1008 * mib}} {
+		if got := (Memory{LimitMiB: int(tc.limit)}).RuntimeLimitBytes(); got != tc.want {
+			t.Errorf("RuntimeLimitBytes at %d MiB = %d MiB, want %d MiB", tc.limit, got/mib, tc.want/mib)
+		}
+	}
 	// The machine's own default is one of the two kinds.
 	if got := Default().Memory.LimitMiB; got < 16 || got > 1<<20 {
 		t.Errorf("Default().Memory.LimitMiB = %d, out of range", got)

@@ -131,8 +131,9 @@ func newLogger(cfg config.Log, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(w, opts))
 }
 
-// setMemoryLimit gives the Go runtime memory.limit_mib as its soft memory
-// limit, unless GOMEMLIMIT is set in the environment: the runtime has read
+// setMemoryLimit gives the Go runtime memory.limit_mib (less what the
+// runtime does not count, see RuntimeLimitBytes) as its soft memory limit,
+// unless GOMEMLIMIT is set in the environment: the runtime has read
 // that one at start, and an operator who set it explicitly wins. The
 // collector's own bounds are sized from memory.limit_mib either way.
 func setMemoryLimit(cfg config.Memory, lookupEnv func(string) (string, bool), log *slog.Logger) {
@@ -141,8 +142,8 @@ func setMemoryLimit(cfg config.Memory, lookupEnv func(string) (string, bool), lo
 			"runtime_limit_from", "GOMEMLIMIT")
 		return
 	}
-	debug.SetMemoryLimit(cfg.LimitBytes())
-	log.Info("memory limit", "limit_mib", cfg.LimitMiB, "runtime_limit_bytes", cfg.LimitBytes(),
+	debug.SetMemoryLimit(cfg.RuntimeLimitBytes())
+	log.Info("memory limit", "limit_mib", cfg.LimitMiB, "runtime_limit_bytes", cfg.RuntimeLimitBytes(),
 		"runtime_limit_from", "memory.limit_mib")
 }
 
