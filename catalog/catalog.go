@@ -76,6 +76,8 @@ const (
 	AttrTableAsOf     = attribute.Key("as_of")
 	AttrGRPCCode      = attribute.Key("grpc_code")
 	AttrGRPCService   = attribute.Key("grpc_service")
+	// AttrAuthReason is why ingest auth refused a connection or an RPC.
+	AttrAuthReason = attribute.Key("reason")
 	// AttrOverflow marks the series that absorbs measurements once the
 	// per-instrument series bound is reached (as the OTel SDK does).
 	AttrOverflow = attribute.Key("otel.metric.overflow")
@@ -300,6 +302,18 @@ var (
 	}
 )
 
+// Ingest auth.
+var (
+	ReceiverAuthRefused = Instrument{
+		Name: "agentmeter.receiver.auth_refused", Unit: "{refusal}", Kind: Counter,
+		Prom: "agentmeter_receiver_auth_refused_total",
+		Description: "RPCs and connections refused by ingest auth before any request was read, by reason: " +
+			"missing_token, malformed_token, wrong_token (bearer token); client_cert_missing, client_cert_untrusted, " +
+			"client_cert_expired, not_tls, tls_handshake (TLS handshakes).",
+		Labels: "reason",
+	}
+)
+
 // All lists every instrument in catalogue order.
 var All = []Instrument{
 	TokenUsage, OperationDuration, TimeToFirstChunk, LLMTokens, LLMCost, ContextUtilization,
@@ -308,6 +322,7 @@ var All = []Instrument{
 	ConversationsCreated, SessionStartDuration, ConversationsActive, ConversationsLimit,
 	ConversationsClosed, ConversationCost, ConversationTokens, RuntimeFaults,
 	BudgetCrossings, UnpricedCalls, CacheSavings, PricingInfo, PricingReloads,
+	ReceiverAuthRefused,
 }
 
 // Int64ObservableCounter creates the instrument on m with its catalogue name,

@@ -63,6 +63,8 @@ type Config struct {
 type Receiver struct {
 	// GRPC is the gRPC server the agents send to.
 	GRPC GRPC `yaml:"grpc"`
+	// Auth decides who may write.
+	Auth ReceiverAuth `yaml:"auth"`
 	// MaxEventsPerRequest is the most events one ingest request may carry;
 	// a larger request is rejected whole. Default 10000; must be >= 1
 	// (0 is invalid, not "unlimited").
@@ -80,12 +82,40 @@ type Receiver struct {
 	MaxFutureSkew time.Duration `yaml:"max_future_skew"`
 }
 
+// ReceiverAuth configures who may write to the gRPC server.
+type ReceiverAuth struct {
+	// TokenFile is a file holding the bearer token every agentmeter RPC
+	// must carry (metadata "authorization: Bearer <token>"); health and
+	// reflection stay open. Reloaded when the file changes. Default "": no
+	// token. Load resolves a relative path against the config file's
+	// directory.
+	TokenFile string `yaml:"token_file"`
+}
+
+// GRPCTLS configures TLS on the gRPC server (the names of the OpenTelemetry
+// Collector's configtls). Files are reloaded when they change.
+type GRPCTLS struct {
+	// CertFile is the server's PEM certificate (chain). Default "":
+	// plaintext. Needs KeyFile.
+	CertFile string `yaml:"cert_file"`
+	// KeyFile is the PEM key of CertFile. Default ""; needs CertFile.
+	KeyFile string `yaml:"key_file"`
+	// ClientCAFile holds the PEM CAs that sign client certificates; when
+	// set, every client must present one (mutual TLS). Default ""; needs
+	// CertFile.
+	ClientCAFile string `yaml:"client_ca_file"`
+}
+
 // GRPC configures the ingest gRPC server.
 type GRPC struct {
-	// Endpoint is the host:port to listen on. Default "localhost:4320": a
-	// sidecar shares the pod network, so agents reach it on localhost. An
-	// empty host listens on every interface; port 0 picks a free port.
+	// Endpoint is the host:port to listen on, or unix:///absolute/path
+	// for a Unix socket (mode 0660, for pod-local ingest through a shared
+	// volume). Default "localhost:4320": a sidecar shares the pod network,
+	// so agents reach it on localhost. An empty host listens on every
+	// interface; port 0 picks a free port.
 	Endpoint string `yaml:"endpoint"`
+	// TLS turns on TLS (and mutual TLS) on the endpoint.
+	TLS GRPCTLS `yaml:"tls"`
 	// MaxRecvMsgSizeMiB is the largest request accepted, in MiB. Default 4
 	// (10000 LLM calls with every field set take 2.56 MiB, see
 	// receiver's TestFullBatchFitsDefaults);
@@ -353,7 +383,9 @@ func Load(path string) (Config, error) {
 	if err != nil {
 		return Config{}, fmt.Errorf("load config %q: %w", path, err)
 	}
-	for _, p := range []*string{&cfg.Pricing.Table, &cfg.Pricing.Overrides, &cfg.HTTP.WebConfigFile} {
+	tls := &cfg.Receiver.GRPC.TLS
+	for _, p := range []*string{&cfg.Pricing.Table, &cfg.Pricing.Overrides, &cfg.HTTP.WebConfigFile, &cfg.Receiver.Auth.TokenFile,
+		&tls.CertFile, &tls.KeyFile, &tls.ClientCAFile} {
 		if *p != "" && !filepath.IsAbs(*p) {
 			*p = filepath.Join(filepath.Dir(path), *p)
 		}
@@ -424,7 +456,7 @@ func anyHost(h string) bool {
 // Validate reports the problems of the receiver section.
 func (r Receiver) Validate() error {
 	var errs []error
-	errs = append(errs, r.GRPC.Validate())
+	errs = append(errs, r.GRPC.Validate(), checkFilePath("receiver.auth.token_file", r.Auth.TokenFile))
 	if r.MaxEventsPerRequest < 1 {
 		errs = append(errs, mustf("receiver.max_events_per_request", "", "must be >= 1, got %d", r.MaxEventsPerRequest))
 	}
@@ -444,9 +476,10 @@ func (r Receiver) Validate() error {
 // Validate reports the problems of the receiver.grpc section.
 func (g GRPC) Validate() error {
 	var errs []error
-	if err := checkListen("receiver.grpc.endpoint", g.Endpoint); err != nil {
+	if err := checkGRPCListen(g.Endpoint); err != nil {
 		errs = append(errs, err)
 	}
+	errs = append(errs, g.TLS.Validate())
 	if g.MaxRecvMsgSizeMiB < 1 || g.MaxRecvMsgSizeMiB > 256 {
 		errs = append(errs, mustf("receiver.grpc.max_recv_msg_size_mib", "", "must be between 1 and 256, got %d", g.MaxRecvMsgSizeMiB))
 	}
@@ -472,6 +505,60 @@ func (g GRPC) Validate() error {
 		errs = append(errs, mustf("receiver.grpc.handshake_timeout", "", "must be > 0, got %s", g.HandshakeTimeout))
 	}
 	return errors.Join(errs...)
+}
+
+// Validate reports the problems of the receiver.grpc.tls section.
+func (t GRPCTLS) Validate() error {
+	const p = "receiver.grpc.tls."
+	errs := []error{
+		checkFilePath(p+"cert_file", t.CertFile),
+		checkFilePath(p+"key_file", t.KeyFile),
+		checkFilePath(p+"client_ca_file", t.ClientCAFile),
+	}
+	switch {
+	case t.CertFile != "" && t.KeyFile == "":
+		errs = append(errs, mustf(p+"cert_file", "", "needs receiver.grpc.tls.key_file (its key)"))
+	case t.CertFile == "" && t.KeyFile != "":
+		errs = append(errs, mustf(p+"key_file", "", "needs receiver.grpc.tls.cert_file (the certificate of this key)"))
+	}
+	if t.ClientCAFile != "" && t.CertFile == "" {
+		errs = append(errs, mustf(p+"client_ca_file", "", "needs receiver.grpc.tls.cert_file: mutual TLS is TLS with client certificates"))
+	}
+	return errors.Join(errs...)
+}
+
+// maxSocketPath is the longest Unix socket path Linux takes (sun_path
+// holds 108 bytes with the terminating NUL).
+const maxSocketPath = 107
+
+// SocketPath returns the path of a unix:///path or unix:/path endpoint
+// (the target syntax grpc-go and grpcio dial) and true, or "" and false
+// for host:port.
+func SocketPath(endpoint string) (string, bool) {
+	rest, ok := strings.CutPrefix(endpoint, "unix:")
+	if !ok {
+		return "", false
+	}
+	if p, ok := strings.CutPrefix(rest, "//"); ok {
+		return p, true
+	}
+	return rest, true
+}
+
+// checkGRPCListen checks receiver.grpc.endpoint: host:port, or a Unix
+// socket with an absolute path.
+func checkGRPCListen(endpoint string) error {
+	const path = "receiver.grpc.endpoint"
+	sock, ok := SocketPath(endpoint)
+	switch {
+	case !ok:
+		return checkListen(path, endpoint)
+	case !filepath.IsAbs(sock) || strings.ContainsRune(sock, 0) || strings.HasSuffix(sock, "/"):
+		return mustf(path, "", "must be unix:///absolute/path/to/file.sock for a Unix socket, got %q", endpoint)
+	case len(sock) > maxSocketPath:
+		return mustf(path, "", "must be a Unix socket path of at most %d bytes, got %d bytes in %q", maxSocketPath, len(sock), endpoint)
+	}
+	return nil
 }
 
 // Validate reports the problems of the http section.

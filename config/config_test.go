@@ -71,9 +71,11 @@ func TestParseGood(t *testing.T) {
 		{name: "empty file", file: "good_empty.yaml", want: func(*Config) {}},
 		{name: "every key", file: "good_full.yaml", want: func(c *Config) {
 			c.Receiver = Receiver{
-				GRPC: GRPC{Endpoint: "0.0.0.0:14320", MaxRecvMsgSizeMiB: 4, MaxConcurrentStreams: 64,
+				GRPC: GRPC{Endpoint: "unix:///run/agentmeter/agentmeter.sock", MaxRecvMsgSizeMiB: 4, MaxConcurrentStreams: 64,
 					MaxConnections: 8, MaxInflightRPCs: 12, MaxInflightMiB: 40, ReceiveTimeout: 15 * time.Second,
-					MaxConnectionIdle: time.Minute, HandshakeTimeout: 3 * time.Second},
+					MaxConnectionIdle: time.Minute, HandshakeTimeout: 3 * time.Second,
+					TLS: GRPCTLS{CertFile: "tls/tls.crt", KeyFile: "tls/tls.key", ClientCAFile: "/etc/agentmeter/ca.crt"}},
+				Auth:                ReceiverAuth{TokenFile: "token"},
 				MaxEventsPerRequest: 500,
 				DedupeWindow:        0,
 				DedupeMaxIDs:        10,
@@ -169,7 +171,11 @@ func TestParseBad(t *testing.T) {
 // garbage lists, for every leaf of Config, values that must be rejected:
 // one of the wrong type, and out-of-range ones where a range exists.
 var garbage = map[string][]string{
-	"receiver.grpc.endpoint":               {"{a: 1}", "localhost", "localhost:99999", `"[::1]:x"`},
+	"receiver.grpc.endpoint":               {"{a: 1}", "localhost", "localhost:99999", `"[::1]:x"`, "unix:relative.sock", "unix://", "unix:///run/", "unix:///" + strings.Repeat("a", 107)},
+	"receiver.grpc.tls.cert_file":          {"{a: 1}", `"a\0b"`},
+	"receiver.grpc.tls.key_file":           {"{a: 1}", `"a\0b"`, "server.key"},
+	"receiver.grpc.tls.client_ca_file":     {"{a: 1}", `"a\0b"`, "ca.crt"},
+	"receiver.auth.token_file":             {"{a: 1}", "[a]", `"a\0b"`},
 	"receiver.grpc.max_recv_msg_size_mib":  {"abc", "0", "257", "-1"},
 	"receiver.grpc.max_concurrent_streams": {"abc", "0", "-1", "4294967296"},
 	"receiver.grpc.max_connections":        {"abc", "0", "-1", "65536", "1.5"},
@@ -532,7 +538,8 @@ func TestLoad(t *testing.T) {
 		}
 	})
 	t.Run("relative file paths are resolved against the file", func(t *testing.T) {
-		cfg, err := Load(write("rel.yaml", "pricing:\n  table: prices/table.yaml\nhttp:\n  web_config_file: web.yml\n"))
+		cfg, err := Load(write("rel.yaml", "pricing:\n  table: prices/table.yaml\nhttp:\n  web_config_file: web.yml\n"+
+			"receiver:\n  auth:\n    token_file: secrets/token\n  grpc:\n    tls:\n      cert_file: tls.crt\n      key_file: tls.key\n      client_ca_file: /abs/ca.crt\n"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -541,6 +548,13 @@ func TestLoad(t *testing.T) {
 		}
 		if want := filepath.Join(dir, "web.yml"); cfg.HTTP.WebConfigFile != want {
 			t.Errorf("http.web_config_file = %q, want %q", cfg.HTTP.WebConfigFile, want)
+		}
+		if want := filepath.Join(dir, "secrets", "token"); cfg.Receiver.Auth.TokenFile != want {
+			t.Errorf("receiver.auth.token_file = %q, want %q", cfg.Receiver.Auth.TokenFile, want)
+		}
+		tls := cfg.Receiver.GRPC.TLS
+		if tls.CertFile != filepath.Join(dir, "tls.crt") || tls.KeyFile != filepath.Join(dir, "tls.key") || tls.ClientCAFile != "/abs/ca.crt" {
+			t.Errorf("receiver.grpc.tls = %+v, want the relative paths resolved, the absolute one kept", tls)
 		}
 	})
 	t.Run("absolute price table is kept", func(t *testing.T) {
@@ -678,5 +692,21 @@ func TestInflightSizedFromMemoryLimit(t *testing.T) {
 				t.Errorf("Inflight(%d) = %d rpcs, %d MiB; want %d, %d", tc.limitMiB, rpcs, mib, tc.wantRPCs, tc.mib)
 			}
 		})
+	}
+}
+
+func TestSocketPath(t *testing.T) {
+	for _, tc := range []struct {
+		in, path string
+		ok       bool
+	}{
+		{"unix:///run/agentmeter/agentmeter.sock", "/run/agentmeter/agentmeter.sock", true},
+		{"unix:/run/a.sock", "/run/a.sock", true},
+		{"unix:a.sock", "a.sock", true},
+		{"localhost:4320", "", false},
+	} {
+		if path, ok := SocketPath(tc.in); path != tc.path || ok != tc.ok {
+			t.Errorf("SocketPath(%q) = %q, %v; want %q, %v", tc.in, path, ok, tc.path, tc.ok)
+		}
 	}
 }
