@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
@@ -110,6 +111,62 @@ type options struct {
 	// Web is http.web_config_file and how the harness reaches the HTTP
 	// server through it; nil = plain HTTP.
 	Web *webOptions
+	// GRPC is who may write to the gRPC server and how the harness does;
+	// nil = plaintext on a free TCP port, no token.
+	GRPC *grpcAuthOptions
+}
+
+// grpcAuthOptions configure auth on the gRPC server and the harness's
+// own connection to it.
+type grpcAuthOptions struct {
+	// Socket, when set, is the path of a Unix socket to listen on.
+	Socket string
+	// TokenFile is receiver.auth.token_file; Token is what the harness
+	// sends ("" = none).
+	TokenFile, Token string
+	// CertFile, KeyFile, ClientCAFile are receiver.grpc.tls.*.
+	CertFile, KeyFile, ClientCAFile string
+	// Creds are the harness's transport credentials; nil = plaintext.
+	Creds credentials.TransportCredentials
+}
+
+// yaml renders the receiver.grpc.tls and receiver.auth keys.
+func (g *grpcAuthOptions) yaml() (grpcKeys, receiverKeys string) {
+	if g == nil {
+		return "", ""
+	}
+	if g.CertFile != "" {
+		grpcKeys = fmt.Sprintf("    tls:\n      cert_file: %q\n      key_file: %q\n      client_ca_file: %q\n", g.CertFile, g.KeyFile, g.ClientCAFile)
+	}
+	if g.TokenFile != "" {
+		receiverKeys = fmt.Sprintf("  auth:\n    token_file: %q\n", g.TokenFile)
+	}
+	return grpcKeys, receiverKeys
+}
+
+// bearer is gRPC per-RPC credentials sending a bearer token, over
+// plaintext too (a localhost or Unix-socket sidecar).
+type bearer string
+
+func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + string(b)}, nil
+}
+
+func (bearer) RequireTransportSecurity() bool { return false }
+
+// dialOptions are the harness's options for a connection to the collector.
+func (o options) dialOptions() []grpc.DialOption {
+	creds := credentials.TransportCredentials(insecure.NewCredentials())
+	var opts []grpc.DialOption
+	if g := o.GRPC; g != nil {
+		if g.Creds != nil {
+			creds = g.Creds
+		}
+		if g.Token != "" {
+			opts = append(opts, grpc.WithPerRPCCredentials(bearer(g.Token)))
+		}
+	}
+	return append(opts, grpc.WithTransportCredentials(creds))
 }
 
 // webOptions configure TLS and basic auth on the HTTP server.
@@ -141,19 +198,20 @@ func (o options) withDefaults() options {
 // configYAML renders the collector config for o on the given addresses.
 func configYAML(o options, grpcAddr, httpAddr string) string {
 	var b strings.Builder
+	grpcKeys, receiverKeys := o.GRPC.yaml()
 	fmt.Fprintf(&b, `receiver:
   grpc:
     endpoint: %q
     max_recv_msg_size_mib: %d
-  max_events_per_request: %d
+%s  max_events_per_request: %d
   dedupe_window: %s
-http:
+%shttp:
   endpoint: %q
 %sexporters:
   prometheus:
     enabled: true
     path: %s
-`, grpcAddr, o.MaxRecvMsgSizeMiB, o.MaxEventsPerRequest, o.DedupeWindow, httpAddr, webConfigYAML(o.Web), o.MetricsPath)
+`, grpcAddr, o.MaxRecvMsgSizeMiB, grpcKeys, o.MaxEventsPerRequest, o.DedupeWindow, receiverKeys, httpAddr, webConfigYAML(o.Web), o.MetricsPath)
 	if o.OTLP != nil {
 		fmt.Fprintf(&b, `  otlp:
     enabled: true
@@ -220,6 +278,9 @@ func startCollector(t *testing.T, o options) *collector {
 	dir := t.TempDir()
 	for attempt := 1; ; attempt++ {
 		grpcAddr, httpAddr := freePort(t), freePort(t)
+		if o.GRPC != nil && o.GRPC.Socket != "" {
+			grpcAddr = "unix://" + o.GRPC.Socket
+		}
 		path := filepath.Join(dir, fmt.Sprintf("config-%d.yaml", attempt))
 		if err := os.WriteFile(path, []byte(configYAML(o, grpcAddr, httpAddr)), 0o600); err != nil {
 			t.Fatalf("write config: %v", err)
@@ -262,7 +323,7 @@ func launch(t *testing.T, o options, configPath, grpcAddr, httpAddr string) *col
 		c.exitCode = c.cmd.ProcessState.ExitCode()
 		close(c.exited)
 	}()
-	conn, err := grpc.NewClient(grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(grpcAddr, o.dialOptions()...)
 	if err != nil {
 		t.Fatalf("grpc client for %s: %v", grpcAddr, err)
 	}
