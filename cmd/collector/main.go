@@ -23,7 +23,9 @@ import (
 
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc/tap"
 
+	"github.com/agentmeter/agentmeter/auth"
 	"github.com/agentmeter/agentmeter/catalog"
 	"github.com/agentmeter/agentmeter/config"
 	"github.com/agentmeter/agentmeter/exporter"
@@ -106,7 +108,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	setMemoryLimit(cfg.Memory, os.LookupEnv, logger)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	if err := serve(ctx, cfg, logger, net.Listen); err != nil {
+	if err := serve(ctx, cfg, logger, auth.Listen); err != nil {
 		logger.Error("collector failed", "err", err)
 		return exitRuntime
 	}
@@ -117,10 +119,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 // at start, so that `collector validate` reports a bad one and the collector
 // refuses it before it listens.
 func checkFiles(cfg config.Config) error {
+	_, authErr := auth.New(authConfig(cfg), auth.Deps{})
 	return errors.Join(
+		authErr,
 		exporter.ValidateWebConfig(cfg.HTTP.WebConfigFile),
 		checkPrices(cfg),
 	)
+}
+
+// authConfig is who may write to the gRPC server, from cfg.
+func authConfig(cfg config.Config) auth.Config {
+	t := cfg.Receiver.GRPC.TLS
+	return auth.Config{TokenFile: cfg.Receiver.Auth.TokenFile, CertFile: t.CertFile, KeyFile: t.KeyFile, ClientCAFile: t.ClientCAFile}
 }
 
 func newLogger(cfg config.Log, w io.Writer) *slog.Logger {
@@ -220,6 +230,13 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, listen list
 	// The in-flight bounds are sized from memory.limit_mib.
 	memMiB := cfg.Memory.LimitMiB
 	rpcs, inflightMiB := cfg.Receiver.GRPC.Inflight(memMiB)
+	authn, err := auth.New(authConfig(cfg), auth.Deps{Logger: log, Meter: meter})
+	if err != nil {
+		return err
+	}
+	built = append(built, step{"auth", authn})
+	log.Info("ingest auth", "token", authn.TokenRequired(), "tls", authn.TLS(),
+		"mutual_tls", cfg.Receiver.GRPC.TLS.ClientCAFile != "")
 	grpcSrv, err := grpcserver.New(grpcserver.Config{
 		Endpoint:             cfg.Receiver.GRPC.Endpoint,
 		MaxRecvMsgSize:       cfg.Receiver.GRPC.MaxRecvMsgSizeMiB << 20,
@@ -229,7 +246,8 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, listen list
 		ReceiveTimeout:       cfg.Receiver.GRPC.ReceiveTimeout,
 		MaxConnectionIdle:    cfg.Receiver.GRPC.MaxConnectionIdle,
 		HandshakeTimeout:     cfg.Receiver.GRPC.HandshakeTimeout,
-	}, grpcserver.Deps{Logger: log, Meter: meter, Listen: listen})
+	}, grpcserver.Deps{Logger: log, Meter: meter, Listen: listen,
+		Taps: []tap.ServerInHandle{authn.Tap}, Options: authn.ServerOptions()})
 	if err != nil {
 		return err
 	}
