@@ -1,6 +1,7 @@
 package receiver
 
 import (
+	"encoding/binary"
 	"fmt"
 	"unicode/utf8"
 
@@ -53,10 +54,7 @@ func inflightCost(wireBytes, events int) int64 {
 // first, so that a request over max_events_per_request is refused before
 // any event is allocated, then charges the in-flight budget, then decodes.
 func (q *request) DecodeGRPC(data mem.BufferSlice) error {
-	buf := data.MaterializeToBuffer(mem.DefaultBufferPool())
-	defer buf.Free()
-	b := buf.ReadOnlyData()
-	n, ok := countEvents(b)
+	n, ok := countEvents(data)
 	if !ok {
 		q.refused = errMalformed
 		return nil
@@ -65,13 +63,16 @@ func (q *request) DecodeGRPC(data mem.BufferSlice) error {
 		q.refused = errTooManyEvents(n, q.r.cfg.MaxEventsPerRequest)
 		return nil
 	}
-	cost := inflightCost(len(b), n)
+	cost := inflightCost(data.Len(), n)
 	if !q.r.charge(cost) {
 		q.refused = grpcserver.Exhausted(fmt.Sprintf(
 			"agentmeter has receiver.grpc.max_inflight_mib (%d MiB) of requests in flight", q.r.cfg.MaxInflightBytes>>20))
 		return nil
 	}
 	q.charged = cost
+	buf := data.MaterializeToBuffer(mem.DefaultBufferPool())
+	defer buf.Free()
+	b := buf.ReadOnlyData()
 	if err := proto.Unmarshal(b, &q.msg); err != nil {
 		issues, ok := decodeLeniently(b, &q.msg)
 		if !ok {
@@ -114,26 +115,70 @@ func errTooManyEvents(n, limit int) error {
 }
 
 // countEvents counts the events fields (1, length-delimited) of an encoded
-// RecordRequest without decoding them; false when the top level is not
-// well-formed protobuf.
-func countEvents(b []byte) (int, bool) {
+// RecordRequest by reading its tags and lengths where they lie in the
+// transport's buffers: nothing is copied or decoded. False when the top
+// level is not well-formed protobuf.
+func countEvents(data mem.BufferSlice) (int, bool) {
+	var r mem.Reader
+	r.Reset(data)
+	defer r.Close()
 	n := 0
-	for len(b) > 0 {
-		num, typ, l := protowire.ConsumeTag(b)
-		if l < 0 {
+	for r.Remaining() > 0 {
+		num, typ, ok := readTag(&r)
+		if !ok || typ == protowire.EndGroupType || !skipField(&r, num, typ) {
 			return 0, false
 		}
-		b = b[l:]
-		l = protowire.ConsumeFieldValue(num, typ, b)
-		if l < 0 {
-			return 0, false
-		}
-		b = b[l:]
 		if num == 1 && typ == protowire.BytesType {
 			n++
 		}
 	}
 	return n, true
+}
+
+func readTag(r *mem.Reader) (protowire.Number, protowire.Type, bool) {
+	tag, err := binary.ReadUvarint(r)
+	if err != nil || tag>>3 > uint64(protowire.MaxValidNumber) {
+		return 0, 0, false
+	}
+	num, typ := protowire.DecodeTag(tag)
+	return num, typ, num >= protowire.MinValidNumber
+}
+
+// skipField reads past the value of a field whose tag was just read.
+func skipField(r *mem.Reader, num protowire.Number, typ protowire.Type) bool {
+	discard := func(n uint64) bool {
+		if n > uint64(r.Remaining()) {
+			return false
+		}
+		_, err := r.Discard(int(n))
+		return err == nil
+	}
+	switch typ {
+	case protowire.VarintType:
+		_, err := binary.ReadUvarint(r)
+		return err == nil
+	case protowire.Fixed32Type:
+		return discard(4)
+	case protowire.Fixed64Type:
+		return discard(8)
+	case protowire.BytesType:
+		l, err := binary.ReadUvarint(r)
+		return err == nil && discard(l)
+	case protowire.StartGroupType:
+		for {
+			n, t, ok := readTag(r)
+			if !ok {
+				return false
+			}
+			if t == protowire.EndGroupType {
+				return n == num
+			}
+			if !skipField(r, n, t) {
+				return false
+			}
+		}
+	}
+	return false
 }
 
 // decodeLeniently decodes a RecordRequest event by event. It reports false

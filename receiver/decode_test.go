@@ -271,22 +271,66 @@ func TestMalformedRequestIsInvalidArgument(t *testing.T) {
 }
 
 // FuzzCountEvents: the wire count agrees with protobuf's decoding whenever
-// protobuf accepts the bytes, and never panics.
+// protobuf accepts the bytes, wherever the transport's buffers split them,
+// and never panics.
 func FuzzCountEvents(f *testing.F) {
 	good, _ := proto.Marshal(&pb.RecordRequest{Events: []*pb.Event{call("a"), call("b"), {}}})
-	f.Add(good)
-	f.Add(emptyEvents(3))
-	f.Add(appendEvent(emptyEvents(2), badUTF8Event("x")))
-	f.Add([]byte{0x08, 0x01, 0x0a, 0x00})
-	f.Add([]byte{0x0b, 0x0c})
-	f.Fuzz(func(t *testing.T, data []byte) {
-		n, ok := countEvents(data)
+	f.Add(good, uint16(7))
+	f.Add(emptyEvents(3), uint16(1))
+	f.Add(appendEvent(emptyEvents(2), badUTF8Event("x")), uint16(5))
+	f.Add([]byte{0x08, 0x01, 0x0a, 0x00}, uint16(2))
+	f.Add([]byte{0x0b, 0x0c}, uint16(1))
+	f.Add([]byte{0x13, 0x0a, 0x00, 0x14, 0x0a, 0x00}, uint16(3))
+	f.Fuzz(func(t *testing.T, data []byte, split uint16) {
+		at := int(split) % (len(data) + 1)
+		slice := mem.BufferSlice{mem.SliceBuffer(data[:at]), mem.SliceBuffer(data[at:])}
+		n, ok := countEvents(slice)
 		var req pb.RecordRequest
 		if err := proto.Unmarshal(data, &req); err != nil {
 			return
 		}
 		if !ok || n != len(req.Events) {
 			t.Fatalf("countEvents = %d, %v; protobuf decodes %d events", n, ok, len(req.Events))
+		}
+	})
+}
+
+// BenchmarkDecode is the decoding of a request of 100 LLM calls: protobuf
+// alone, the wire count alone, and DecodeGRPC (the wire count, the budget,
+// then protobuf).
+func BenchmarkDecode(b *testing.B) {
+	events := benchEvents(100)
+	wire, err := proto.Marshal(&pb.RecordRequest{Events: events})
+	if err != nil {
+		b.Fatal(err)
+	}
+	r := newTestReceiver(b, Config{MaxEventsPerRequest: 10000})
+	b.Run("proto.Unmarshal", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			var req pb.RecordRequest
+			if err := proto.Unmarshal(wire, &req); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("countEvents", func(b *testing.B) {
+		b.ReportAllocs()
+		slice := mem.BufferSlice{mem.SliceBuffer(wire)}
+		for b.Loop() {
+			if n, ok := countEvents(slice); !ok || n != 100 {
+				b.Fatal(n, ok)
+			}
+		}
+	})
+	b.Run("DecodeGRPC", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			q := decode(r, wire)
+			if q.refused != nil {
+				b.Fatal(q.refused)
+			}
+			q.release()
 		}
 	})
 }
