@@ -108,6 +108,8 @@ type options struct {
 	PricingTable string
 	// MemoryLimitMiB is memory.limit_mib; 0 = the default.
 	MemoryLimitMiB int
+	// GRPCExtra is more receiver.grpc keys, one "key: value" a line.
+	GRPCExtra string
 	// Web is http.web_config_file and how the harness reaches the HTTP
 	// server through it; nil = plain HTTP.
 	Web *webOptions
@@ -211,7 +213,7 @@ func configYAML(o options, grpcAddr, httpAddr string) string {
   prometheus:
     enabled: true
     path: %s
-`, grpcAddr, o.MaxRecvMsgSizeMiB, grpcKeys, o.MaxEventsPerRequest, o.DedupeWindow, receiverKeys, httpAddr, webConfigYAML(o.Web), o.MetricsPath)
+`, grpcAddr, o.MaxRecvMsgSizeMiB, grpcKeys+indent(o.GRPCExtra, "    "), o.MaxEventsPerRequest, o.DedupeWindow, receiverKeys, httpAddr, webConfigYAML(o.Web), o.MetricsPath)
 	if o.OTLP != nil {
 		fmt.Fprintf(&b, `  otlp:
     enabled: true
@@ -238,6 +240,18 @@ log:
   level: debug
   format: text
 `, o.GracePeriod)
+	return b.String()
+}
+
+// indent prefixes every line of s.
+func indent(s, prefix string) string {
+	var b strings.Builder
+	for line := range strings.Lines(s) {
+		b.WriteString(prefix + strings.TrimLeft(line, " "))
+	}
+	if b.Len() > 0 && !strings.HasSuffix(b.String(), "\n") {
+		b.WriteString("\n")
+	}
 	return b.String()
 }
 
