@@ -13,8 +13,8 @@ func TestMemoryLimitSetsRuntimeLimit(t *testing.T) {
 		opts options
 		want float64
 	}{
-		{"memory.limit_mib", options{MemoryLimitMiB: 100}, 100<<20 - 100<<17}, // 7/8 of it, see Memory.RuntimeLimitBytes
-		{"memory.limit_mib, large", options{MemoryLimitMiB: 1024}, 1024<<20 - 16<<20},
+		{"memory.limit_mib", options{MemoryLimitMiB: 80}, 60 << 20}, // 3/4 of it, see Memory.RuntimeLimitBytes
+		{"memory.limit_mib, large", options{MemoryLimitMiB: 1024}, 1000 << 20},
 		{"GOMEMLIMIT wins", options{MemoryLimitMiB: 100, Env: []string{"GOMEMLIMIT=50MiB"}}, 50 << 20},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -76,8 +76,8 @@ func TestSetMemoryLimit(t *testing.T) {
 	log := slog.New(slog.DiscardHandler)
 
 	setMemoryLimit(config.Memory{LimitMiB: 77}, func(string) (string, bool) { return "", false }, log)
-	if got, want := debug.SetMemoryLimit(-1), int64(77<<20-77<<17); got != want {
-		t.Errorf("runtime memory limit = %d, want %d (7/8 of 77 MiB)", got, want)
+	if got, want := debug.SetMemoryLimit(-1), int64(77<<20-77<<18); got != want {
+		t.Errorf("runtime memory limit = %d, want %d (3/4 of 77 MiB)", got, want)
 	}
 	// GOMEMLIMIT in the environment: the runtime's own limit stays.
 	debug.SetMemoryLimit(55 << 20)
