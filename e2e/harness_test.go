@@ -106,6 +106,8 @@ type options struct {
 	Env []string
 	// PricingTable is pricing.table; "" = the built-in table.
 	PricingTable string
+	// PricingOverrides is pricing.overrides; "" = none.
+	PricingOverrides string
 	// MemoryLimitMiB is memory.limit_mib; 0 = the default.
 	MemoryLimitMiB int
 	// GRPCExtra is more receiver.grpc keys, one "key: value" a line.
@@ -226,8 +228,8 @@ func configYAML(o options, grpcAddr, httpAddr string) string {
 	} else {
 		b.WriteString("  otlp:\n    enabled: false\n")
 	}
-	if o.PricingTable != "" {
-		fmt.Fprintf(&b, "pricing:\n  table: %q\n", o.PricingTable)
+	if o.PricingTable != "" || o.PricingOverrides != "" {
+		fmt.Fprintf(&b, "pricing:\n  table: %q\n  overrides: %q\n", o.PricingTable, o.PricingOverrides)
 	}
 	if o.MemoryLimitMiB != 0 {
 		fmt.Fprintf(&b, "memory:\n  limit_mib: %d\n", o.MemoryLimitMiB)

@@ -218,7 +218,8 @@ func Quote(s string) string {
 }
 
 // ParseYAML parses data, which must hold at most one YAML document, and
-// returns its top-level node: nil for a file without content. A syntax
+// returns its top-level node: nil for a file without content (or only a
+// null). A syntax
 // error is a *Problem with the line YAML reports.
 func ParseYAML(data []byte) (*yaml.Node, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
@@ -237,7 +238,7 @@ func ParseYAML(data []byte) (*yaml.Node, error) {
 	case len(next.Content) > 0 && !IsNull(next.Content[0]):
 		return nil, &Problem{Line: next.Content[0].Line, Msg: "a file holds one YAML document, found a second"}
 	}
-	if len(doc.Content) == 0 {
+	if len(doc.Content) == 0 || IsNull(doc.Content[0]) {
 		return nil, nil
 	}
 	return doc.Content[0], nil
