@@ -184,6 +184,32 @@ def sidecar(make_sidecar: Callable[..., Sidecar]) -> Sidecar:
     return make_sidecar()
 
 
+# A model no one else prices, priced by the tests' own agentmeter price table.
+TEST_MODEL = "claude-agentmeter-test-1"
+TEST_PRICES = {"input": 3.0, "output": 15.0, "cache_read": 0.3, "cache_write": 3.75, "cache_write_1h": 6.0}  # per M
+
+
+def test_model_cost(uncached: int = 0, read: int = 0, write_5m: int = 0, write_1h: int = 0, output: int = 0) -> float:
+    """The cost of a TEST_MODEL call, computed here from TEST_PRICES."""
+    p = TEST_PRICES
+    return (uncached * p["input"] + read * p["cache_read"] + write_5m * p["cache_write"]
+            + write_1h * p["cache_write_1h"] + output * p["output"]) / 1e6
+
+
+test_model_cost.__test__ = False  # type: ignore[attr-defined]  # a helper, not a test
+
+
+@pytest.fixture
+def priced_sidecar(make_sidecar: Callable[..., Sidecar], tmp_path: Path) -> Sidecar:
+    """A sidecar whose pricing.table is an agentmeter table pricing TEST_MODEL (provider anthropic)."""
+    table = tmp_path / "prices.yaml"
+    table.write_text(
+        f'version: "python-tests"\nmodels:\n  - provider: anthropic\n    name: {TEST_MODEL}\n'
+        + "".join(f"    {k}: {v}\n" for k, v in TEST_PRICES.items())
+    )
+    return make_sidecar(extra_config=f"pricing:\n  table: {str(table)!r}\n  format: agentmeter\n")
+
+
 _failed_key = pytest.StashKey[bool]()
 
 

@@ -17,7 +17,7 @@ import pytest
 
 import agentmeter
 from agentmeter import event_pb2, usage_pb2
-from conftest import Sidecar, eventually
+from conftest import TEST_MODEL, Sidecar, eventually, test_model_cost
 
 ACCEPTED = "agentmeter_receiver_events_total"
 
@@ -63,19 +63,20 @@ def test_llm_calls_usage_and_metrics_exact(sidecar: Sidecar) -> None:
     assert math.isclose(sidecar.metric("agentmeter_llm_cost_usd_total", cost_source="reported", **model), 0.032)
 
 
-def test_cost_none_is_unknown_and_priced_by_the_sidecar(sidecar: Sidecar) -> None:
-    cid = conv()
+def test_cost_none_is_unknown_and_priced_by_the_sidecar(priced_sidecar: Sidecar) -> None:
+    cid, sidecar = conv(), priced_sidecar
     with agentmeter.Client(sidecar.target) as client:
-        # Known to the built-in table: $3/M input, $15/M output (up to 200k prompt tokens).
-        client.llm_call(conversation_id=cid, provider="anthropic", request_model="claude-sonnet-4-20250514",
-                        prompt_tokens=100_000, completion_tokens=10_000)
+        # Priced by the sidecar's table.
+        client.llm_call(conversation_id=cid, provider="anthropic", request_model=TEST_MODEL,
+                        prompt_tokens=100_000, completion_tokens=10_000, cache_read_tokens=50_000)
         # Unknown to everyone: counted unpriced, never priced at 0.
         client.llm_call(conversation_id=cid, provider="openai", request_model="no-such-model-xyz",
                         prompt_tokens=10, completion_tokens=10)
         assert client.flush(10)
         u = client.usage(cid)
     assert u is not None
-    assert math.isclose(u.computed_cost_usd, 0.3 + 0.15) and u.reported_cost_usd == 0
+    assert math.isclose(u.computed_cost_usd, test_model_cost(uncached=50_000, read=50_000, output=10_000))
+    assert u.reported_cost_usd == 0
     assert u.unpriced_calls == 1
     assert sidecar.metric("agentmeter_llm_unpriced_calls_total", gen_ai_request_model="no-such-model-xyz") == 1
 

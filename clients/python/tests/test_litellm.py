@@ -8,7 +8,6 @@ import math
 import os
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,18 +18,12 @@ import litellm  # noqa: E402
 
 import agentmeter  # noqa: E402
 from agentmeter.litellm import AgentmeterCallback, provider_name  # noqa: E402
-from conftest import Sidecar, eventually  # noqa: E402
+from conftest import TEST_MODEL, Sidecar, eventually, test_model_cost  # noqa: E402
 from fake_llm import FakeLLM, Reply  # noqa: E402
 
 MSGS = [{"role": "user", "content": "hello"}]
-# A model litellm has no price for; the sidecar prices it from this test's table.
-CLAUDE = "claude-agentmeter-test-1"
-PRICES = {"input": 3.0, "output": 15.0, "cache_read": 0.3, "cache_write": 3.75, "cache_write_1h": 6.0}  # per M
-PRICE_TABLE = f"""version: "litellm-test"
-models:
-  - provider: anthropic
-    name: {CLAUDE}
-""" + "".join(f"    {k}: {v}\n" for k, v in PRICES.items())
+# A model litellm has no price for; the sidecar prices it from the tests' table.
+CLAUDE = TEST_MODEL
 
 
 @pytest.fixture(scope="module")
@@ -38,13 +31,6 @@ def fake() -> Iterator[FakeLLM]:
     f = FakeLLM().start()
     yield f
     f.stop()
-
-
-@pytest.fixture
-def priced_sidecar(make_sidecar: Callable[..., Sidecar], tmp_path: Path) -> Sidecar:
-    table = tmp_path / "prices.yaml"
-    table.write_text(PRICE_TABLE)
-    return make_sidecar(extra_config=f"pricing:\n  table: {str(table)!r}\n")
 
 
 @pytest.fixture
@@ -66,11 +52,6 @@ def gpt4o_cost(prompt: int, completion: int, cached: int = 0) -> float:
     p = litellm.model_cost["gpt-4o"]
     return ((prompt - cached) * p["input_cost_per_token"] + cached * p["cache_read_input_token_cost"]
             + completion * p["output_cost_per_token"])
-
-
-def claude_cost(uncached: int, read: int, write_5m: int, write_1h: int, output: int) -> float:
-    return (uncached * PRICES["input"] + read * PRICES["cache_read"] + write_5m * PRICES["cache_write"]
-            + write_1h * PRICES["cache_write_1h"] + output * PRICES["output"]) / 1e6
 
 
 def openai_kw(fake: FakeLLM, **kw: Any) -> dict[str, Any]:
@@ -156,7 +137,7 @@ def test_sync_calls_become_exact_llm_call_events(fake: FakeLLM, callback: Agentm
         input_=100 + prompt_anthropic + 30 + 7 + 11 + 5, output=20 + 10 + 9 + 3 + 1 + 2,
         cache_read=60 + 1000, cache_write=200, cache_write_1h=300, reasoning=5,
         reported=gpt4o_cost(100, 20, cached=60) + gpt4o_cost(30, 9) + gpt4o_cost(7, 3),
-        computed=claude_cost(50, 1000, 200, 300, 10) + claude_cost(5, 0, 0, 0, 2),
+        computed=test_model_cost(50, 1000, 200, 300, 10) + test_model_cost(5, 0, 0, 0, 2),
         unpriced=1,
     )
     u = s.usage(cid)
@@ -172,7 +153,7 @@ def test_sync_calls_become_exact_llm_call_events(fake: FakeLLM, callback: Agentm
     assert s.metric(tokens, gen_ai_token_type="cache_read", **anthropic) == 1000
     assert s.metric(tokens, gen_ai_token_type="cache_write", **anthropic) == 500
     assert math.isclose(s.metric("agentmeter_llm_cost_usd_total", cost_source="computed", **anthropic),
-                        claude_cost(50, 1000, 200, 300, 10) + claude_cost(5, 0, 0, 0, 2))
+                        test_model_cost(50, 1000, 200, 300, 10) + test_model_cost(5, 0, 0, 0, 2))
     # Only the streamed call has a time to first token, and it includes the server's delay.
     ttft = "gen_ai_client_operation_time_to_first_chunk_seconds"
     assert s.metric(ttft + "_count") == 1
@@ -217,7 +198,7 @@ def test_async_calls_and_conversation_scopes(fake: FakeLLM, callback: Agentmeter
     check_sidecar(s, a, calls=2, failed=0, input_=80, output=8, cache_read=20, cache_write=0, cache_write_1h=0,
                   reasoning=4, reported=2 * gpt4o_cost(40, 4, cached=10), computed=0.0, unpriced=0)
     check_sidecar(s, b, calls=2, failed=1, input_=158, output=3, cache_read=100, cache_write=0, cache_write_1h=50,
-                  reasoning=0, reported=0.0, computed=claude_cost(8, 100, 0, 50, 3), unpriced=0)
+                  reasoning=0, reported=0.0, computed=test_model_cost(8, 100, 0, 50, 3), unpriced=0)
     ua, ub = s.usage(a), s.usage(b)
     assert ua is not None and ub is not None
     assert [p.llm_service for p in ua.per_turn_tokens] == ["agent"]

@@ -7,6 +7,10 @@
         client.llm_call(provider="openai", request_model="gpt-4o", prompt_tokens=1200,
                         completion_tokens=80, latency_seconds=1.4)
     print(client.usage("c1").cost_usd)
+
+Every litellm call of the process, with one line::
+
+    litellm.callbacks = [agentmeter.litellm.AgentmeterCallback()]
 """
 
 from ._client import RETRYABLE_CODES, Client, Stats
