@@ -128,9 +128,11 @@ type GRPC struct {
 	// the kernel's accept backlog. Default 64; must be between 1 and 65535.
 	MaxConnections int `yaml:"max_connections"`
 	// MaxInflightRPCs is the most gRPC calls in progress across all
-	// connections, streams included; more are refused with
-	// RESOURCE_EXHAUSTED and a retry delay before their request is read.
-	// Default 0: sized from the memory limit (see Inflight); must be >= 0.
+	// connections (a client stream for its whole life, a server stream
+	// until its request is in); more are refused with RESOURCE_EXHAUSTED
+	// and a retry delay before their request is read. Default 0: sized
+	// from the memory limit (see Inflight); must be >= 0, and explicit
+	// bounds must fit in memory.limit_mib (see checkInflight).
 	MaxInflightRPCs int `yaml:"max_inflight_rpcs"`
 	// MaxInflightMiB bounds the estimated memory of the ingest requests
 	// being decoded and applied at once, in MiB; a request over it is
@@ -440,6 +442,7 @@ func (c Config) Validate() error {
 		c.Shutdown.Validate(),
 		c.Log.Validate(),
 		c.Memory.Validate(),
+		c.checkInflight(),
 	}
 	// The two servers cannot share a port.
 	gh, gp, gerr := net.SplitHostPort(c.Receiver.GRPC.Endpoint)
@@ -449,6 +452,28 @@ func (c Config) Validate() error {
 			"must not use the port of receiver.grpc.endpoint (%s), got %q", gp, c.HTTP.Endpoint))
 	}
 	return errors.Join(errs...)
+}
+
+// checkInflight checks in-flight bounds set explicitly against
+// memory.limit_mib: the requests arriving (max_inflight_rpcs ×
+// max_recv_msg_size_mib) and those decoded (max_inflight_mib) must fit in
+// it. Bounds left at 0 are sized from the limit and always fit.
+func (c Config) checkInflight() error {
+	g := c.Receiver.GRPC
+	if (g.MaxInflightRPCs <= 0 && g.MaxInflightMiB <= 0) || g.MaxRecvMsgSizeMiB < 1 || c.Memory.LimitMiB < minMemoryLimitMiB {
+		return nil
+	}
+	rpcs, mib := g.Inflight(c.Memory.LimitMiB)
+	if total := int64(rpcs)*int64(g.MaxRecvMsgSizeMiB) + int64(mib); total > int64(c.Memory.LimitMiB) {
+		path := "receiver.grpc.max_inflight_rpcs"
+		if g.MaxInflightRPCs <= 0 {
+			path = "receiver.grpc.max_inflight_mib"
+		}
+		return mustf(path, "memory.limit_mib",
+			"must fit in memory.limit_mib (%d MiB): max_inflight_rpcs × max_recv_msg_size_mib + max_inflight_mib = %d × %d + %d = %d MiB",
+			c.Memory.LimitMiB, rpcs, g.MaxRecvMsgSizeMiB, mib, total)
+	}
+	return nil
 }
 
 // anyHost reports whether a listen host means every interface.

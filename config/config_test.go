@@ -710,3 +710,27 @@ func TestSocketPath(t *testing.T) {
 		}
 	}
 }
+
+func TestInflightCheckedAgainstMemoryLimit(t *testing.T) {
+	for _, tc := range []struct {
+		name, doc, err string
+	}{
+		{"defaults fit", "memory:\n  limit_mib: 64\n", ""},
+		{"auto at the floor is not checked", "memory:\n  limit_mib: 16\n", ""},
+		{"explicit calls that fit", "receiver:\n  grpc:\n    max_inflight_rpcs: 8\nmemory:\n  limit_mib: 64\n", ""},
+		{"explicit bytes over the limit", "receiver:\n  grpc:\n    max_inflight_mib: 48\nmemory:\n  limit_mib: 64\n",
+			"line 3: receiver.grpc.max_inflight_mib must fit in memory.limit_mib (64 MiB): max_inflight_rpcs × max_recv_msg_size_mib + max_inflight_mib = 8 × 4 + 48 = 80 MiB"},
+		{"larger messages count", "receiver:\n  grpc:\n    max_recv_msg_size_mib: 16\n    max_inflight_rpcs: 16\nmemory:\n  limit_mib: 256\n",
+			"line 4: receiver.grpc.max_inflight_rpcs must fit in memory.limit_mib (256 MiB): max_inflight_rpcs × max_recv_msg_size_mib + max_inflight_mib = 16 × 16 + 64 = 320 MiB"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse([]byte(tc.doc))
+			if tc.err == "" && err != nil {
+				t.Fatalf("Parse: %v", err)
+			}
+			if tc.err != "" && (err == nil || err.Error() != tc.err) {
+				t.Fatalf("Parse error = %v, want %s", err, tc.err)
+			}
+		})
+	}
+}

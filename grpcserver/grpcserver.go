@@ -52,8 +52,9 @@ type Config struct {
 	// kernel's accept backlog.
 	MaxConnections int
 	// MaxInflightRPCs bounds the RPCs in progress across all connections
-	// (a stream counts for its whole life); more are refused with
-	// ResourceExhausted and a retry delay before their request is read.
+	// (a client stream for its whole life, a server stream until its
+	// request is in); more are refused with ResourceExhausted and a retry
+	// delay before their request is read.
 	MaxInflightRPCs int
 	// ReceiveTimeout bounds each wait for a request message: a unary
 	// call's request, each message of a client stream. An RPC that sends
@@ -336,7 +337,7 @@ func (s *Server) tap(ctx context.Context, info *tap.Info) (context.Context, erro
 	// frees what the call held. It is the only cancel by the server, so
 	// it is what refused{grpc_code="Canceled"} counts.
 	ctx, cancel := context.WithCancel(ctx)
-	w := &recvWatch{d: s.cfg.ReceiveTimeout}
+	w := &recvWatch{d: s.cfg.ReceiveTimeout, release: sync.OnceFunc(func() { s.inflight.Add(-1) })}
 	w.timer = time.AfterFunc(w.d, func() {
 		s.metrics.count(refusal{service, codes.Canceled})
 		s.log.Warn("grpc call cut: no complete request message within receiver.grpc.receive_timeout",
@@ -345,7 +346,7 @@ func (s *Server) tap(ctx context.Context, info *tap.Info) (context.Context, erro
 	})
 	context.AfterFunc(ctx, func() {
 		w.timer.Stop()
-		s.inflight.Add(-1)
+		w.release()
 	})
 	return context.WithValue(ctx, watchKey{}, w), nil
 }
@@ -362,10 +363,12 @@ func Exhausted(msg string) error {
 
 // recvWatch cancels an RPC whose request message does not arrive within d:
 // armed from the RPC's start until its request is in (unary), and while a
-// stream handler waits in RecvMsg.
+// stream handler waits in RecvMsg. It also holds the RPC's in-flight slot.
 type recvWatch struct {
 	d     time.Duration
 	timer *time.Timer
+	// release gives the in-flight slot back; idempotent.
+	release func()
 }
 
 func watchOf(ctx context.Context) *recvWatch {
@@ -400,7 +403,10 @@ func (s *Server) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.Str
 	w.disarm()
 	service := s.serviceOf(info.FullMethod)
 	defer s.recoverPanic(service, info.FullMethod, &err)
-	err = handler(srv, &watchedStream{ServerStream: ss, w: w})
+	// A server-streaming call (WatchUsage) receives its one request and
+	// then only sends: its slot goes back once the request is in, so that
+	// long watches do not hold the budget that bounds requests arriving.
+	err = handler(srv, &watchedStream{ServerStream: ss, w: w, oneRequest: !info.IsClientStream})
 	s.metrics.refuse(service, status.Code(err), codes.OK)
 	return err
 }
@@ -409,13 +415,18 @@ func (s *Server) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.Str
 // message.
 type watchedStream struct {
 	grpc.ServerStream
-	w *recvWatch
+	w          *recvWatch
+	oneRequest bool
 }
 
 func (ws *watchedStream) RecvMsg(m any) error {
 	ws.w.arm()
-	defer ws.w.disarm()
-	return ws.ServerStream.RecvMsg(m)
+	err := ws.ServerStream.RecvMsg(m)
+	ws.w.disarm()
+	if err == nil && ws.oneRequest && ws.w != nil {
+		ws.w.release()
+	}
+	return err
 }
 
 func (s *Server) recoverPanic(service, method string, err *error) {

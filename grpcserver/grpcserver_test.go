@@ -60,6 +60,21 @@ func testDesc(name string) *grpc.ServiceDesc {
 			})},
 		},
 		Streams: []grpc.StreamDesc{{
+			StreamName: "Watch", ServerStreams: true,
+			Handler: func(srv any, stream grpc.ServerStream) error {
+				if err := stream.RecvMsg(new(emptypb.Empty)); err != nil {
+					return err
+				}
+				if err := stream.SendMsg(&emptypb.Empty{}); err != nil {
+					return err
+				}
+				select {
+				case <-srv.(*testService).release:
+				case <-stream.Context().Done():
+				}
+				return nil
+			},
+		}, {
 			StreamName: "Echo", ServerStreams: true, ClientStreams: true,
 			Handler: func(_ any, stream grpc.ServerStream) error {
 				for {
@@ -349,7 +364,7 @@ func TestReceiveTimeoutEndsAnIdleStream(t *testing.T) {
 	f := start(t, cfg, Deps{})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	stream, err := f.conn.NewStream(ctx, &testDesc("test.Svc").Streams[0], "/test.Svc/Echo")
+	stream, err := f.conn.NewStream(ctx, &testDesc("test.Svc").Streams[1], "/test.Svc/Echo")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -465,5 +480,32 @@ func TestNewRefusesZeroBounds(t *testing.T) {
 	cfg.MaxInflightRPCs = 0
 	if _, err := New(cfg, Deps{}); err == nil {
 		t.Fatal("New accepted MaxInflightRPCs 0")
+	}
+}
+
+// TestServerStreamGivesBackItsSlot: a server-streaming call holds an
+// in-flight slot only until its request is in, so open watches do not
+// starve the calls whose requests arrive.
+func TestServerStreamGivesBackItsSlot(t *testing.T) {
+	cfg := config()
+	cfg.MaxInflightRPCs = 1
+	f := start(t, cfg, Deps{})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	for range 3 {
+		stream, err := f.conn.NewStream(ctx, &testDesc("test.Svc").Streams[0], "/test.Svc/Watch")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := stream.SendMsg(&emptypb.Empty{}); err != nil {
+			t.Fatal(err)
+		}
+		if err := stream.RecvMsg(new(emptypb.Empty)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, "no slot held by the open watches", func() bool { return f.srv.Inflight() == 0 })
+	if err := f.call(context.Background(), "/test.Svc/Ok"); err != nil {
+		t.Fatalf("a call with three watches open and max_inflight_rpcs 1: %v", err)
 	}
 }
