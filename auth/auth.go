@@ -98,6 +98,8 @@ type Auth struct {
 	tlsSum   [sha256.Size]byte
 
 	refused [numReasons]atomic.Int64
+	// reloads[file][failed] counts reloads after a file changed.
+	reloads [2][2]atomic.Int64
 
 	watcher *filewatch.Watcher // nil when no file is configured
 }
@@ -187,6 +189,34 @@ func (a *Auth) TokenRequired() bool { return a.token.Load() != nil }
 
 func (a *Auth) refuse(r reason) { a.refused[r].Add(1) }
 
+// Files of the reload counter.
+const (
+	fileToken = iota
+	fileTLS
+)
+
+var fileNames = [2]string{"token", "tls"}
+
+// reloaded counts a reload of file after a change.
+func (a *Auth) reloaded(file int, err error) {
+	failed := 0
+	if err != nil {
+		failed = 1
+	}
+	a.reloads[file][failed].Add(1)
+}
+
+// Reloads returns how many reloads of file ("token" or "tls") succeeded and
+// failed after the file changed.
+func (a *Auth) Reloads(file string) (ok, failed int64) {
+	for i, name := range fileNames {
+		if name == file {
+			return a.reloads[i][0].Load(), a.reloads[i][1].Load()
+		}
+	}
+	return 0, 0
+}
+
 // Refused is the number of refusals for reason (one of the Reason
 // constants) so far.
 func (a *Auth) Refused(r string) int64 {
@@ -203,9 +233,28 @@ func (a *Auth) register(m metric.Meter) error {
 	if err != nil {
 		return err
 	}
+	reloads, err := catalog.ReceiverAuthReloads.Int64ObservableCounter(m)
+	if err != nil {
+		return err
+	}
 	var sets [numReasons]metric.ObserveOption
 	for i, name := range reasons {
 		sets[i] = metric.WithAttributeSet(attribute.NewSet(catalog.AttrAuthReason.String(name)))
+	}
+	// Only the files in use have reload series.
+	var files []int
+	if a.cfg.TokenFile != "" {
+		files = append(files, fileToken)
+	}
+	if a.cfg.CertFile != "" {
+		files = append(files, fileTLS)
+	}
+	var reloadSets [2][2]metric.ObserveOption
+	for f, name := range fileNames {
+		for failed, outcome := range []string{catalog.OutcomeSuccess, catalog.OutcomeFailure} {
+			reloadSets[f][failed] = metric.WithAttributeSet(attribute.NewSet(
+				catalog.AttrAuthFile.String(name), catalog.AttrOutcome.String(outcome)))
+		}
 	}
 	_, err = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
 		for i := range numReasons {
@@ -213,8 +262,13 @@ func (a *Auth) register(m metric.Meter) error {
 				o.ObserveInt64(ctr, n, sets[i])
 			}
 		}
+		for _, f := range files {
+			for failed := range 2 {
+				o.ObserveInt64(reloads, a.reloads[f][failed].Load(), reloadSets[f][failed])
+			}
+		}
 		return nil
-	}, ctr)
+	}, ctr, reloads)
 	if err != nil {
 		return fmt.Errorf("register %s callback: %w", catalog.ReceiverAuthRefused.Name, err)
 	}

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -222,6 +224,10 @@ func TestTokenReload(t *testing.T) {
 	if err := record(conn, "Bearer second"); err != nil {
 		t.Errorf("token after a bad file: %v, want it still accepted", err)
 	}
+	eventually(t, "the failed reload counted", func() bool { _, failed := a.Reloads("token"); return failed >= 1 })
+	if ok, _ := a.Reloads("token"); ok != 1 {
+		t.Errorf("successful token reloads = %d, want 1", ok)
+	}
 }
 
 func filewatchDebounce() time.Duration { return 200 * time.Millisecond }
@@ -368,6 +374,9 @@ func TestCertificateReload(t *testing.T) {
 	testcert.WriteFile(t, cfg.CertFile, renewed.CertPEM)
 	want := renewed.Cert.SerialNumber.String()
 	eventually(t, "the renewed certificate served", func() bool { return serial() == want })
+	if ok, _ := a.Reloads("tls"); ok < 1 {
+		t.Errorf("successful tls reloads = %d, want >= 1", ok)
+	}
 	if first == want {
 		t.Fatal("the test issued the same serial twice")
 	}
@@ -539,4 +548,55 @@ func (a *Auth) refusedAll() map[string]int64 {
 		}
 	}
 	return m
+}
+
+// TestMetrics: refusals by reason and reloads by file and outcome reach
+// the meter under their catalogue names.
+func TestMetrics(t *testing.T) {
+	reader := sdkmetric.NewManualReader()
+	provider := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	defer provider.Shutdown(context.Background())
+	a, err := New(Config{TokenFile: writeToken(t, t.TempDir(), "tok")}, Deps{Meter: provider.Meter("test")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr, _ := serve(t, a, "")
+	conn := dial(t, addr, nil)
+	_ = record(conn)
+	_ = record(conn, "Bearer nope")
+	_ = record(conn, "Bearer nope")
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]int64{}
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			sum, ok := m.Data.(metricdata.Sum[int64])
+			if !ok {
+				continue
+			}
+			for _, dp := range sum.DataPoints {
+				key := m.Name
+				for _, kv := range dp.Attributes.ToSlice() {
+					key += " " + string(kv.Key) + "=" + kv.Value.String()
+				}
+				got[key] = dp.Value
+			}
+		}
+	}
+	want := map[string]int64{
+		"agentmeter.receiver.auth_refused reason=missing_token":       1,
+		"agentmeter.receiver.auth_refused reason=wrong_token":         2,
+		"agentmeter.receiver.auth_reloads file=token outcome=failure": 0,
+		"agentmeter.receiver.auth_reloads file=token outcome=success": 0,
+	}
+	for k, v := range want {
+		if n, ok := got[k]; !ok || n != v {
+			t.Errorf("%s = %d (present %v), want %d", k, n, ok, v)
+		}
+	}
+	if len(got) != len(want) {
+		t.Errorf("series %v, want exactly %v", got, want)
+	}
 }

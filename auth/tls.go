@@ -26,6 +26,7 @@ func (a *Auth) reloadTLS(force bool) error {
 	}
 	if err != nil {
 		if !force {
+			a.reloaded(fileTLS, err)
 			a.log.Warn("tls certificate reload failed, keeping the previous certificate", "cert_file", a.cfg.CertFile, "err", err)
 		}
 		return err
@@ -34,6 +35,7 @@ func (a *Auth) reloadTLS(force bool) error {
 	a.tls.Store(cfg)
 	leaf := cfg.Certificates[0].Leaf
 	if !force {
+		a.reloaded(fileTLS, nil)
 		a.log.Info("tls certificate reloaded", "cert_file", a.cfg.CertFile,
 			"subject", leaf.Subject.String(), "not_after", leaf.NotAfter.UTC().Format(time.RFC3339))
 	}

@@ -80,6 +80,7 @@ func (a *Auth) reloadToken(force bool) error {
 			h := sha256.Sum256([]byte(token))
 			a.token.Store(&h)
 			if !force {
+				a.reloaded(fileToken, nil)
 				a.log.Info("bearer token reloaded", "path", a.cfg.TokenFile)
 			}
 			return nil
@@ -87,6 +88,7 @@ func (a *Auth) reloadToken(force bool) error {
 	}
 	err = fmt.Errorf("receiver.auth.token_file %q: %w", a.cfg.TokenFile, err)
 	if !force {
+		a.reloaded(fileToken, err)
 		a.log.Warn("bearer token reload failed, keeping the previous token", "path", a.cfg.TokenFile, "err", err)
 	}
 	return err

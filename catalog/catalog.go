@@ -78,6 +78,8 @@ const (
 	AttrGRPCService   = attribute.Key("grpc_service")
 	// AttrAuthReason is why ingest auth refused a connection or an RPC.
 	AttrAuthReason = attribute.Key("reason")
+	// AttrAuthFile is which auth file a reload read: token or tls.
+	AttrAuthFile = attribute.Key("file")
 	// AttrOverflow marks the series that absorbs measurements once the
 	// per-instrument series bound is reached (as the OTel SDK does).
 	AttrOverflow = attribute.Key("otel.metric.overflow")
@@ -312,6 +314,12 @@ var (
 			"client_cert_expired, not_tls, tls_handshake (TLS handshakes).",
 		Labels: "reason",
 	}
+	ReceiverAuthReloads = Instrument{
+		Name: "agentmeter.receiver.auth_reloads", Unit: "{reload}", Kind: Counter,
+		Prom:        "agentmeter_receiver_auth_reloads_total",
+		Description: "Reloads of the bearer token file and the TLS files after they changed, by outcome; a failed reload keeps what was in service.",
+		Labels:      "file = token / tls, outcome = success / failure",
+	}
 )
 
 // All lists every instrument in catalogue order.
@@ -322,7 +330,7 @@ var All = []Instrument{
 	ConversationsCreated, SessionStartDuration, ConversationsActive, ConversationsLimit,
 	ConversationsClosed, ConversationCost, ConversationTokens, RuntimeFaults,
 	BudgetCrossings, UnpricedCalls, CacheSavings, PricingInfo, PricingReloads,
-	ReceiverAuthRefused,
+	ReceiverAuthRefused, ReceiverAuthReloads,
 }
 
 // Int64ObservableCounter creates the instrument on m with its catalogue name,
