@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -309,4 +311,83 @@ func TestValidateAuthFiles(t *testing.T) {
 			}
 		}
 	}
+}
+
+// socketClientEnv makes the e2e test binary a client of the socket it
+// names: it sends one event with the token of $AGENTMETER_E2E_TOKEN and
+// prints the status.
+const socketClientEnv = "AGENTMETER_E2E_SOCKET_CLIENT"
+
+func socketClient(path string) int {
+	conn, err := grpc.NewClient("unix://"+path, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		fmt.Println("client:", err)
+		return 1
+	}
+	defer conn.Close()
+	err = tryRecord(conn, []string{"authorization", "Bearer " + os.Getenv("AGENTMETER_E2E_TOKEN")},
+		simpleCall(fmt.Sprintf("sock-uid-%d", os.Getuid()), "gpt-4o", 10, 5))
+	fmt.Printf("code=%s message=%s\n", status.Code(err), status.Convert(err).Message())
+	return 0
+}
+
+// TestIngestSocketPermission runs real gRPC clients as the unprivileged
+// uid 65534 against the collector's socket (root:root, 0660): outside the
+// group it gets Unavailable "permission denied" and nothing is applied; in
+// the group it is served. It needs root to switch users (CI runs as root);
+// as another user it fails under CI=true, and skips otherwise.
+func TestIngestSocketPermission(t *testing.T) {
+	t.Parallel()
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("TestIngestSocketPermission must run as root to start clients as another user")
+		}
+		t.Skip("needs root to start clients as another user; TestIngestUnixSocket checks the mode")
+	}
+	dir, err := os.MkdirTemp("", "agentmeter-e2e-perm-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil { // the other user reaches the socket and the binary
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "agentmeter.sock")
+	tokenFile := filepath.Join(dir, "token")
+	testcert.WriteFile(t, tokenFile, []byte("perm-t0ken"))
+	c := startCollector(t, options{GRPC: &grpcAuthOptions{Socket: sock, TokenFile: tokenFile, Token: "perm-t0ken"}})
+
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(exe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "client.test")
+	if err := os.WriteFile(bin, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	run := func(uid, gid uint32) string {
+		t.Helper()
+		cmd := exec.Command(bin, "-test.run=^$")
+		cmd.Env = append(os.Environ(), socketClientEnv+"="+sock, "AGENTMETER_E2E_TOKEN=perm-t0ken")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: gid, Groups: []uint32{}}}
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("client as %d:%d: %v\n%s", uid, gid, err, out)
+		}
+		t.Logf("client as uid %d gid %d: %s", uid, gid, strings.TrimSpace(string(out)))
+		return string(out)
+	}
+	if out := run(65534, 65534); !strings.Contains(out, "code=Unavailable") || !strings.Contains(out, "permission denied") {
+		t.Errorf("client outside the socket's group got %q, want Unavailable with permission denied", out)
+	}
+	if out := run(65534, 0); !strings.Contains(out, "code=OK") {
+		t.Errorf("client in the socket's group got %q, want OK", out)
+	}
+	// Only the client in the group was applied.
+	awaitCounter(t, c, "agentmeter_receiver_events_total", labels{"outcome": "accepted"}, 1)
+	c.stop()
 }

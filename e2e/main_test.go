@@ -13,7 +13,13 @@ import (
 // collectorBin is the collector built by TestMain; "" in -short mode.
 var collectorBin string
 
-func TestMain(m *testing.M) { os.Exit(runTests(m)) }
+func TestMain(m *testing.M) {
+	if path := os.Getenv(socketClientEnv); path != "" {
+		// A child started by TestIngestSocketPermission as another user.
+		os.Exit(socketClient(path))
+	}
+	os.Exit(runTests(m))
+}
 
 func runTests(m *testing.M) int {
 	flag.Parse()
