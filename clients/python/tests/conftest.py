@@ -56,12 +56,14 @@ def collector_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
 class Sidecar:
     """One collector process on fixed loopback ports (kept across restarts)."""
 
-    def __init__(self, binary: Path, workdir: Path, receiver: str = "", extra_config: str = "") -> None:
+    def __init__(self, binary: Path, workdir: Path, receiver: str = "", extra_config: str = "",
+                 endpoint: str = "") -> None:
         self.binary = binary
         self.workdir = workdir
         self.grpc_port = free_port()
         self.http_port = free_port()
-        self.target = f"127.0.0.1:{self.grpc_port}"
+        self.endpoint = endpoint or f"127.0.0.1:{self.grpc_port}"
+        self.target = self.endpoint
         self.receiver = receiver
         self.extra_config = extra_config
         self.proc: subprocess.Popen[bytes] | None = None
@@ -71,7 +73,7 @@ class Sidecar:
     def config(self) -> str:
         base = f"""receiver:
   grpc:
-    endpoint: "127.0.0.1:{self.grpc_port}"
+    endpoint: "{self.endpoint}"
 {self.receiver}http:
   endpoint: "127.0.0.1:{self.http_port}"
 log:
@@ -126,12 +128,14 @@ log:
 
     # -- what the sidecar saw, asked directly (not through the client under test)
 
-    def usage(self, conversation_id: str) -> usage_pb2.ConversationUsage | None:
+    def usage(self, conversation_id: str, token: str = "") -> usage_pb2.ConversationUsage | None:
         if self._channel is None:
             self._channel = grpc.insecure_channel(self.target)
         stub = usage_pb2_grpc.UsageServiceStub(self._channel)
+        md = (("authorization", f"Bearer {token}"),) if token else ()
         try:
-            return stub.GetUsage(usage_pb2.GetUsageRequest(conversation_id=conversation_id), timeout=5).usage
+            return stub.GetUsage(usage_pb2.GetUsageRequest(conversation_id=conversation_id), timeout=5,
+                                 metadata=md).usage
         except grpc.RpcError as err:
             if err.code() == grpc.StatusCode.NOT_FOUND:
                 return None
@@ -156,14 +160,15 @@ log:
 
 @pytest.fixture
 def make_sidecar(collector_bin: Path, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., Sidecar]]:
-    """Sidecar factory: make_sidecar(receiver="", extra_config="", start=True); receiver
-    holds more lines of the receiver section, indented by two spaces."""
+    """Sidecar factory: make_sidecar(receiver="", extra_config="", start=True, endpoint="");
+    receiver holds more lines of the receiver section, indented by two spaces; endpoint
+    replaces receiver.grpc.endpoint (default 127.0.0.1 and a free port)."""
     made: list[Sidecar] = []
 
-    def make(receiver: str = "", extra_config: str = "", start: bool = True) -> Sidecar:
+    def make(receiver: str = "", extra_config: str = "", start: bool = True, endpoint: str = "") -> Sidecar:
         work = tmp_path / f"sidecar-{len(made)}"
         work.mkdir()
-        s = Sidecar(collector_bin, work, receiver, extra_config)
+        s = Sidecar(collector_bin, work, receiver, extra_config, endpoint)
         made.append(s)
         if start:
             s.start()

@@ -5,12 +5,15 @@ from __future__ import annotations
 import datetime as dt
 import math
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 
 import grpc
 import pytest
@@ -18,6 +21,7 @@ import pytest
 import agentmeter
 from agentmeter import event_pb2, usage_pb2
 from conftest import TEST_MODEL, Sidecar, eventually, test_model_cost
+from tcp_proxy import Proxy
 
 ACCEPTED = "agentmeter_receiver_events_total"
 
@@ -355,3 +359,83 @@ def test_bad_constructor_arguments_raise_at_once() -> None:
     for kwargs in (dict(max_queue=0), dict(max_batch=0), dict(flush_interval=0), dict(timeout=-1)):
         with pytest.raises(ValueError):
             agentmeter.Client("127.0.0.1:1", **kwargs)  # type: ignore[arg-type]
+
+
+def test_lost_answer_is_resent_with_the_same_ids_and_counted_once(sidecar: Sidecar) -> None:
+    proxy = Proxy(sidecar.grpc_port)
+    cid = conv()
+    client = agentmeter.Client(f"127.0.0.1:{proxy.port}", flush_interval=0.05, timeout=0.5, max_backoff=0.2)
+    try:
+        assert client.conversation_created(cid) and client.flush(10)  # connection up, handshake done
+        proxy.hold.set()  # from now on the sidecar's answers are lost on the way
+        for i in range(5):
+            client.llm_call(conversation_id=cid, provider="openai", request_model="gpt-4o", prompt_tokens=10 + i,
+                            cost_usd=0.0)
+        # The sidecar applied the batch (asked directly), the client never heard.
+        eventually("the sidecar applying the batch", lambda: (u := sidecar.usage(cid)) is not None and u.calls == 5)
+        eventually("the client retrying", lambda: client.stats.retried >= 1)
+        proxy.hold.clear()
+        proxy.drop_connections()
+        assert client.flush(20)
+        st = client.stats
+    finally:
+        client.close()
+        proxy.close()
+    assert (st.accepted, st.duplicates, st.dropped) == (1, 5, 0)
+    u = sidecar.usage(cid)
+    assert u is not None and u.calls == 5 and u.tokens.input == 10 + 11 + 12 + 13 + 14
+    assert sidecar.metric(ACCEPTED, event_type="llm_call", outcome="accepted") == 5
+    # Each resend that reached the sidecar counted 5 duplicates (more than one if a resend was also lost).
+    dup = sidecar.metric(ACCEPTED, event_type="llm_call", outcome="duplicate")
+    assert dup >= 5 and dup % 5 == 0
+
+
+def test_give_up_after_drops_and_counts(make_sidecar: Callable[..., Sidecar]) -> None:
+    down = make_sidecar(start=False)
+    client = agentmeter.Client(down.target, flush_interval=0.05, timeout=0.2, max_backoff=0.2, give_up_after=1.0)
+    for _ in range(3):
+        client.llm_call(provider="openai", request_model="gpt-4o")
+    assert client.flush(timeout=30)  # answered for: given up
+    st = client.stats
+    client.close()
+    assert (st.dropped, st.sent, st.queued) == (3, 0, 0) and st.retried >= 1
+
+
+def test_bearer_token(make_sidecar: Callable[..., Sidecar], tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("s3cret-token\n")
+    s = make_sidecar(receiver=f"  auth:\n    token_file: {str(token_file)!r}\n")
+    cid = conv()
+    with agentmeter.Client(s.target) as anonymous:
+        assert anonymous.llm_call(conversation_id=cid, provider="openai", request_model="gpt-4o", cost_usd=0.0)
+        assert anonymous.flush(10)
+        assert anonymous.stats.dropped == 1 and anonymous.stats.accepted == 0
+        with pytest.raises(grpc.RpcError) as info:
+            anonymous.usage(cid)
+        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    with agentmeter.Client(s.target, token="wrong") as wrong:
+        wrong.llm_call(conversation_id=cid, provider="openai", request_model="gpt-4o", cost_usd=0.0)
+        assert wrong.flush(10) and wrong.stats.dropped == 1
+    with agentmeter.Client(s.target, token="s3cret-token") as client:
+        assert client.llm_call(conversation_id=cid, provider="openai", request_model="gpt-4o", prompt_tokens=9,
+                               cost_usd=0.0)
+        assert client.flush(10)
+        assert client.stats.accepted == 1
+        u = client.usage(cid)
+    assert u is not None and u.calls == 1 and u.tokens.input == 9
+
+
+def test_unix_socket(make_sidecar: Callable[..., Sidecar]) -> None:
+    d = tempfile.mkdtemp(prefix="am-")  # short: a socket path has at most 107 bytes
+    try:
+        s = make_sidecar(endpoint=f"unix://{d}/agentmeter.sock")
+        cid = conv()
+        with agentmeter.Client(f"unix://{d}/agentmeter.sock") as client:
+            assert client.llm_call(conversation_id=cid, provider="openai", request_model="gpt-4o", prompt_tokens=4,
+                                   cost_usd=0.0)
+            assert client.flush(10)
+            u = client.usage(cid)
+        assert u is not None and u.calls == 1 and u.tokens.input == 4
+        s.stop()
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
