@@ -9,7 +9,7 @@ PY_DIR    := clients/python
 PY_VENV   := $(PY_DIR)/.venv
 PY_GEN    := $(PY_DIR)/src/agentmeter/v1
 
-.PHONY: help build proto proto-check py-venv fmt vet test test-race bench fuzz loadbench run demo
+.PHONY: help build proto proto-check py-venv fmt vet test test-race bench fuzz loadbench run demo dashboards
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -66,3 +66,6 @@ loadbench: build ## whole-process throughput: agentmeter vs a do-nothing server
 
 demo: ## collector + Prometheus + loadgen --scenario agents (DEMO_DURATION, default 10m); prints the URLs
 	./scripts/demo.sh
+
+dashboards: ## regenerate deploy/grafana/dashboards/*.json from deploy/grafana (a test fails when they are stale)
+	$(GO) generate ./deploy/grafana

@@ -542,3 +542,36 @@ func TestHelmValuesSchema(t *testing.T) {
 		})
 	}
 }
+
+// TestHelmDashboards: one ConfigMap per dashboard of deploy/grafana, with
+// the Grafana sidecar's label and the file's JSON unchanged.
+func TestHelmDashboards(t *testing.T) {
+	t.Parallel()
+	helm := testtool.Need(t, "helm", helmInstall)
+	files, err := filepath.Glob("grafana/dashboards/*.json")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no dashboards: %v", err)
+	}
+	objs := objects(t, mustTemplate(t, helm))
+	for _, f := range files {
+		name := strings.TrimSuffix(filepath.Base(f), ".json")
+		cm := find(t, objs, "ConfigMap", "-dashboard-"+name)
+		if l := cm["metadata"].(map[string]any)["labels"].(map[string]any)["grafana_dashboard"]; l != "1" {
+			t.Errorf("%s: grafana_dashboard label = %v, want \"1\"", name, l)
+		}
+		want, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := cm["data"].(map[string]any)[filepath.Base(f)].(string)
+		if strings.TrimSpace(got) != strings.TrimSpace(string(want)) {
+			t.Errorf("%s: the ConfigMap's JSON differs from %s", name, f)
+		}
+	}
+	// And none when disabled.
+	for _, o := range objects(t, mustTemplate(t, helm, "--set", "agentmeter.dashboards.enabled=false")) {
+		if strings.Contains(o["metadata"].(map[string]any)["name"].(string), "-dashboard-") {
+			t.Errorf("dashboards.enabled=false still renders %v", o["metadata"])
+		}
+	}
+}

@@ -87,8 +87,6 @@ func startPrometheus(t *testing.T, job, target, metricsPath string) func(q strin
 // spaces.
 func startPrometheusScraping(t *testing.T, job, target, metricsPath, extra string) func(q string) ([]float64, error) {
 	t.Helper()
-	promBin := testtool.Need(t, "prometheus", "Debian package prometheus")
-	dir := t.TempDir()
 	cfg := fmt.Sprintf(`global:
   scrape_interval: 1s
   evaluation_interval: 1s
@@ -100,6 +98,53 @@ scrape_configs:
 %s    static_configs:
       - targets: [%q]
 `, job, metricsPath, extra, target)
+	addr := runPrometheus(t, cfg)
+	client := &http.Client{Timeout: 5 * time.Second}
+	return func(q string) ([]float64, error) {
+		resp, err := client.Get("http://" + addr + "/api/v1/query?query=" + url.QueryEscape(q))
+		if err != nil {
+			return nil, err
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		if err != nil {
+			return nil, err
+		}
+		var res struct {
+			Status string `json:"status"`
+			Error  string `json:"error"`
+			Data   struct {
+				ResultType string `json:"resultType"`
+				Result     []struct {
+					Value [2]any `json:"value"`
+				} `json:"result"`
+			} `json:"data"`
+		}
+		if err := json.Unmarshal(body, &res); err != nil {
+			return nil, fmt.Errorf("decode %s: %w", body, err)
+		}
+		if res.Status != "success" || res.Data.ResultType != "vector" {
+			return nil, fmt.Errorf("query %s: status %s, type %s, error %s", q, res.Status, res.Data.ResultType, res.Error)
+		}
+		var vs []float64
+		for _, s := range res.Data.Result {
+			str, _ := s.Value[1].(string)
+			v, err := strconv.ParseFloat(str, 64)
+			if err != nil {
+				return nil, fmt.Errorf("query %s: value %v: %w", q, s.Value, err)
+			}
+			vs = append(vs, v)
+		}
+		return vs, nil
+	}
+}
+
+// runPrometheus starts a Prometheus server on the config text cfg, waits
+// until it is ready and returns its address; it stops with the test.
+func runPrometheus(t *testing.T, cfg string) string {
+	t.Helper()
+	promBin := testtool.Need(t, "prometheus", "Debian package prometheus")
+	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "prometheus.yml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -140,41 +185,5 @@ scrape_configs:
 		defer resp.Body.Close()
 		return resp.StatusCode == http.StatusOK, resp.Status
 	})
-	return func(q string) ([]float64, error) {
-		resp, err := client.Get("http://" + addr + "/api/v1/query?query=" + url.QueryEscape(q))
-		if err != nil {
-			return nil, err
-		}
-		defer resp.Body.Close()
-		body, err := io.ReadAll(resp.Body)
-		if err != nil {
-			return nil, err
-		}
-		var res struct {
-			Status string `json:"status"`
-			Error  string `json:"error"`
-			Data   struct {
-				ResultType string `json:"resultType"`
-				Result     []struct {
-					Value [2]any `json:"value"`
-				} `json:"result"`
-			} `json:"data"`
-		}
-		if err := json.Unmarshal(body, &res); err != nil {
-			return nil, fmt.Errorf("decode %s: %w", body, err)
-		}
-		if res.Status != "success" || res.Data.ResultType != "vector" {
-			return nil, fmt.Errorf("query %s: status %s, type %s, error %s", q, res.Status, res.Data.ResultType, res.Error)
-		}
-		var vs []float64
-		for _, s := range res.Data.Result {
-			str, _ := s.Value[1].(string)
-			v, err := strconv.ParseFloat(str, 64)
-			if err != nil {
-				return nil, fmt.Errorf("query %s: value %v: %w", q, s.Value, err)
-			}
-			vs = append(vs, v)
-		}
-		return vs, nil
-	}
+	return addr
 }

@@ -521,7 +521,7 @@ func (a *agent) call(convID string, m model, service string, prompt int64, turn 
 	}
 	c.LatencySeconds = 0.4 + float64(c.CompletionTokens)/80 + a.rng.ExpFloat64()*0.8
 	if a.rng.IntN(5) != 0 {
-		c.TimeToFirstTokenSeconds = 0.15 + a.rng.ExpFloat64()*0.6
+		c.TimeToFirstTokenSeconds = math.Min(0.15+a.rng.ExpFloat64()*0.6, c.LatencySeconds*0.8)
 	}
 	var failed string
 	if a.rng.IntN(12) == 0 {
