@@ -140,6 +140,10 @@ func dashboardQueries(t *testing.T, path string) (targets []panelQuery, variable
 	return targets, variables
 }
 
+// cannotCause are the series that only a bug of agentmeter creates (a
+// panic recovered in a handler): their panels may stay empty here.
+var cannotCause = []string{"agentmeter_grpc_panics_total"}
+
 var (
 	legendLabel = regexp.MustCompile(`\{\{\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*\}\}`)
 	labelValues = regexp.MustCompile(`^label_values\((.*),\s*([a-zA-Z_][a-zA-Z0-9_]*)\)$`)
@@ -157,7 +161,7 @@ func TestDashboardsOnScenario(t *testing.T) {
 	t.Parallel()
 	needBinary(t)
 	otlpAddr, _ := serveOTLPGRPC(t, "127.0.0.1:0", &sink{})
-	prices, err := os.ReadFile("../pricing/default_prices.yaml")
+	prices, err := os.ReadFile("../pricing/testdata/builtin-2025-11-24.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -251,7 +255,7 @@ scrape_configs:
 		ok := true
 		for _, q := range []string{
 			`sum(agentmeter_processor_series_overflow_total{job="agentmeter"}) > 0`,
-			`sum(agentmeter_receiver_requests_total{job="agentmeter"}) > 0`,
+			`sum(agentmeter_grpc_requests_refused_total{job="agentmeter"}) > 0`,
 			`sum(agentmeter_pricing_reloads_total{job="agentmeter", outcome="success"}) > 0`,
 			`sum(agentmeter_exporter_otlp_exports_total{job="agentmeter", outcome="success"}) > 0`,
 		} {
@@ -299,6 +303,10 @@ scrape_configs:
 			samples, err := promQuery(prom, expr)
 			if err != nil {
 				t.Errorf("%s / %s: %v", pq.dashboard, pq.panel, err)
+				continue
+			}
+			if len(samples) == 0 && slices.ContainsFunc(cannotCause, func(m string) bool { return strings.Contains(expr, m) }) {
+				t.Logf("%s / %s: no data, as expected of a series only a bug creates: %s", pq.dashboard, pq.panel, expr)
 				continue
 			}
 			if len(samples) == 0 {

@@ -243,9 +243,12 @@ func Overview() *dashboard.DashboardBuilder {
 		WithRow(dashboard.NewRowBuilder("Sidecar health")).
 		WithPanel(series("Events by outcome", "Events per second by payload type and outcome.", "ops", 8,
 			q(rate("agentmeter_receiver_events_total", sel, "event_type, outcome"), "{{event_type}} {{outcome}}"))).
-		WithPanel(series("Refused requests and panics", "Ingest requests refused as a whole, by gRPC code; panics recovered in handlers.", "reqps", 8,
-			q(rate("agentmeter_receiver_requests_total", sel, "grpc_code"), "{{grpc_code}}"),
-			q(`sum(rate(agentmeter_receiver_panics_total{`+sel+`}[$__rate_interval]))`, "panics"))).
+		WithPanel(series("Refused calls and panics", "gRPC calls refused or failed as a whole, by service and code; panics recovered in handlers.", "reqps", 8,
+			q(rate("agentmeter_grpc_requests_refused_total", sel, "grpc_service, grpc_code"), "{{grpc_service}} {{grpc_code}}"),
+			q(`sum(rate(agentmeter_grpc_panics_total{`+sel+`}[$__rate_interval]))`, "panics"))).
+		WithPanel(series("In-flight calls and bytes", "gRPC calls in progress (against receiver.grpc.max_inflight_rpcs) and the memory of the ingest requests being applied (against max_inflight_mib), by pod.", "short", 8,
+			q(`sum by (pod) (agentmeter_grpc_inflight_rpcs{`+sel+`})`, "{{pod}} calls"),
+			q(`sum by (pod) (agentmeter_receiver_inflight_bytes{`+sel+`}) / 1048576`, "{{pod}} MiB"))).
 		WithPanel(series("OTLP exports", "Exports per minute by outcome (when exporters.otlp is on).", "short", 8,
 			q(rate("agentmeter_exporter_otlp_exports_total", sel, "outcome")+" * 60", "{{outcome}}"))).
 		WithPanel(series("Series overflow", "LLM calls per second folded into the otel_metric_overflow series: the 2000 label sets are full.", "ops", 8,
