@@ -23,6 +23,7 @@ import (
 	"github.com/grafana/grafana-foundation-sdk/go/dashboard"
 	"github.com/grafana/grafana-foundation-sdk/go/prometheus"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -183,9 +184,15 @@ func TestDashboardsOnScenario(t *testing.T) {
 	// overflow its series bound: its exposition is large (~2000 label sets
 	// of histograms), so it is scraped less often, and the scenario's sidecar
 	// stays quick to scrape.
+	// It also requires a token, so that a client without one is refused.
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(tokenFile, []byte("e2e-dashboards-token\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	overflowGRPC, overflowHTTP := freePort(t), freePort(t)
 	overflow := launch(t, options{Env: []string{
 		"AGENTMETER_GRPC_ENDPOINT=" + overflowGRPC, "AGENTMETER_HTTP_ENDPOINT=" + overflowHTTP,
+		"AGENTMETER_TOKEN_FILE=" + tokenFile,
 	}}, "../deploy/demo/collector.yaml", overflowGRPC, overflowHTTP)
 	if err := overflow.waitReady(readyTimeout); err != nil {
 		t.Fatal(err)
@@ -245,18 +252,24 @@ scrape_configs:
 		many[i] = simpleCall(fmt.Sprintf("overflow-%d", i), fmt.Sprintf("model-%04d", i), 1, 1)
 		many[i].Time = timestamppb.Now()
 	}
-	if _, err := overflow.ingest.Record(ctx, &pb.RecordRequest{Events: many}); err != nil {
+	if _, err := overflow.ingest.Record(ctx, &pb.RecordRequest{Events: many[:1]}); status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("no token: %v, want Unauthenticated", err)
+	}
+	authCtx := metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer e2e-dashboards-token")
+	if _, err := overflow.ingest.Record(authCtx, &pb.RecordRequest{Events: many}); err != nil {
 		t.Fatal(err)
 	}
 
-	// Wait until Prometheus has scraped all of it.
+	// Wait until Prometheus has scraped all of it at least twice (a rate
+	// needs two samples).
 	eventually(t, 60*time.Second, "the faults scraped", func() (bool, string) {
 		var detail []string
 		ok := true
 		for _, q := range []string{
-			`sum(agentmeter_processor_series_overflow_total{job="agentmeter"}) > 0`,
-			`sum(agentmeter_grpc_requests_refused_total{job="agentmeter"}) > 0`,
-			`sum(agentmeter_pricing_reloads_total{job="agentmeter", outcome="success"}) > 0`,
+			`min(count_over_time(agentmeter_processor_series_overflow_total{job="agentmeter"}[1m]) and agentmeter_processor_series_overflow_total > 0) >= 2`,
+			`min(count_over_time(agentmeter_grpc_requests_refused_total{job="agentmeter"}[1m])) >= 2`,
+			`min(count_over_time(agentmeter_receiver_auth_refused_total{job="agentmeter"}[1m])) >= 2`,
+			`min(count_over_time(agentmeter_pricing_reloads_total{job="agentmeter", outcome="success"}[1m])) >= 2`,
 			`sum(agentmeter_exporter_otlp_exports_total{job="agentmeter", outcome="success"}) > 0`,
 		} {
 			s, err := promQuery(prom, q)

@@ -246,6 +246,8 @@ func Overview() *dashboard.DashboardBuilder {
 		WithPanel(series("Refused calls and panics", "gRPC calls refused or failed as a whole, by service and code; panics recovered in handlers.", "reqps", 8,
 			q(rate("agentmeter_grpc_requests_refused_total", sel, "grpc_service, grpc_code"), "{{grpc_service}} {{grpc_code}}"),
 			q(`sum(rate(agentmeter_grpc_panics_total{`+sel+`}[$__rate_interval]))`, "panics"))).
+		WithPanel(series("Auth refusals by reason", "RPCs and TLS handshakes refused by ingest auth (receiver.auth, TLS) before any request was read: a client without the token, or with a bad certificate.", "reqps", 8,
+			q(rate("agentmeter_receiver_auth_refused_total", sel, "reason"), "{{reason}}"))).
 		WithPanel(series("In-flight calls and bytes", "gRPC calls in progress (against receiver.grpc.max_inflight_rpcs) and the memory of the ingest requests being applied (against max_inflight_mib), by pod.", "short", 8,
 			q(`sum by (pod) (agentmeter_grpc_inflight_rpcs{`+sel+`})`, "{{pod}} calls"),
 			q(`sum by (pod) (agentmeter_receiver_inflight_bytes{`+sel+`}) / 1048576`, "{{pod}} MiB"))).
