@@ -255,6 +255,10 @@ scrape_configs:
 	if _, err := overflow.ingest.Record(ctx, &pb.RecordRequest{Events: many[:1]}); status.Code(err) != codes.Unauthenticated {
 		t.Fatalf("no token: %v, want Unauthenticated", err)
 	}
+	// The token file is rewritten (same token): a reload.
+	if err := os.WriteFile(tokenFile, []byte("e2e-dashboards-token\n\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	authCtx := metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer e2e-dashboards-token")
 	if _, err := overflow.ingest.Record(authCtx, &pb.RecordRequest{Events: many}); err != nil {
 		t.Fatal(err)
@@ -270,6 +274,7 @@ scrape_configs:
 			`min(count_over_time(agentmeter_grpc_requests_refused_total{job="agentmeter"}[1m])) >= 2`,
 			`min(count_over_time(agentmeter_receiver_auth_refused_total{job="agentmeter"}[1m])) >= 2`,
 			`min(count_over_time(agentmeter_pricing_reloads_total{job="agentmeter", outcome="success"}[1m])) >= 2`,
+			`min(count_over_time(agentmeter_receiver_auth_reloads_total{job="agentmeter", outcome="success"}[1m])) >= 2`,
 			`sum(agentmeter_exporter_otlp_exports_total{job="agentmeter", outcome="success"}) > 0`,
 		} {
 			s, err := promQuery(prom, q)
