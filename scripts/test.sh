@@ -110,6 +110,7 @@ section "python client (clients/python): wheel, then pytest against the built co
 export LITELLM_LOCAL_MODEL_COST_MAP=True
 py="$PWD/clients/python/.venv/bin/python"
 rm -rf clients/python/dist
+(cd clients/python && "$py" -m mypy src/agentmeter)  # py.typed promises types: mypy --strict (pyproject.toml)
 "$py" -m build --wheel --outdir clients/python/dist clients/python >/dev/null
 ls clients/python/dist
 # The tests import the installed wheel, not the source tree.

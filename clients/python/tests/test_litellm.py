@@ -206,6 +206,22 @@ def test_async_calls_and_conversation_scopes(fake: FakeLLM, callback: Agentmeter
     assert s.metric("gen_ai_client_operation_time_to_first_chunk_seconds_count") == 1
 
 
+def test_streamed_sync_call_keeps_its_conversation_scope(fake: FakeLLM, callback: AgentmeterCallback,
+                                                         priced_sidecar: Sidecar) -> None:
+    """litellm runs a streamed call's success callback on a thread without the caller's
+    context: the scope is taken before the call."""
+    cid = uuid.uuid4().hex
+    fake.script("gpt-4o", [Reply(prompt_tokens=21, completion_tokens=4)])
+    with agentmeter.conversation(cid, llm_service="planner"):
+        for _ in litellm.completion(model="openai/gpt-4o", stream=True, stream_options={"include_usage": True},
+                                    **openai_kw(fake)):
+            pass
+    wait_recorded(callback, 1)
+    u = priced_sidecar.usage(cid)
+    assert u is not None and u.calls == 1 and u.tokens.input == 21 and u.tokens.output == 4
+    assert [(p.llm_service, p.tokens) for p in u.per_turn_tokens] == [("planner", 25)]
+
+
 def test_garbage_from_litellm_never_raises(callback: AgentmeterCallback, priced_sidecar: Sidecar) -> None:
     cid = uuid.uuid4().hex
     junk: list[tuple[Any, Any]] = [
@@ -225,7 +241,8 @@ def test_garbage_from_litellm_never_raises(callback: AgentmeterCallback, priced_
         asyncio.run(callback.async_log_success_event(kwargs, resp, None, None))
     assert callback.client.flush(20)
     st = callback.client.stats
-    assert st.accepted >= 3 and st.sent + st.invalid == 3 * len(junk)
+    # Usable: the 5th (its conversation) and the 6th (none); no model or negative tokens: rejected.
+    assert (st.accepted, st.rejected, st.invalid, st.dropped) == (6, 12, 0, 0)
     u = priced_sidecar.usage(cid)
     assert u is not None and u.tokens.input == 3 * 12 and u.failed_calls == 1
 

@@ -109,7 +109,7 @@ def _refused_for_size(err: grpc.RpcError) -> bool:
     return False
 
 
-def _enum_value(enum: Any, prefix: str, value: object) -> int:
+def _enum_value(enum: Any, prefix: str, value: object) -> Any:
     """Map an OpenHands-style name ("running", "awaiting_user_input"), the
     full enum name, or an int to the enum's number; ValueError otherwise."""
     if isinstance(value, bool):
@@ -443,7 +443,7 @@ class Client:
         # Called with the lock held.
         if self._channel is None:
             self._channel = grpc.insecure_channel(self._target, options=_CHANNEL_OPTIONS)
-            self._ingest = ingest_pb2_grpc.IngestServiceStub(self._channel)
+            self._ingest = ingest_pb2_grpc.IngestServiceStub(self._channel)  # type: ignore[no-untyped-call]
 
     # -- sending ------------------------------------------------------------------
 
@@ -548,11 +548,14 @@ class Client:
                 err = state.outcome.exception() if state.outcome else None
                 _log.info("agentmeter: sidecar not answering (%s); retrying with backoff", _code(err) if err else None)
 
+        def sleep(seconds: float) -> None:
+            self._abandon.wait(seconds)  # close() cuts a backoff short
+
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception(lambda e: isinstance(e, grpc.RpcError) and _code(e) in RETRYABLE_CODES),
             wait=tenacity.wait_random_exponential(multiplier=0.05, max=self._max_backoff),
             stop=stop,
-            sleep=self._abandon.wait,
+            sleep=sleep,
             before_sleep=before_sleep,
             reraise=True,
         )
@@ -653,7 +656,7 @@ class Client:
                 raise RuntimeError("agentmeter client is closed")
             self._open_channel()
             if self._usage is None:
-                self._usage = usage_pb2_grpc.UsageServiceStub(self._channel)
+                self._usage = usage_pb2_grpc.UsageServiceStub(self._channel)  # type: ignore[no-untyped-call]
             return self._usage
 
     def usage(self, conversation_id: str, *, timeout: float | None = None) -> usage_pb2.ConversationUsage | None:

@@ -116,7 +116,7 @@ def _str(value: Any) -> str:
     return value if isinstance(value, str) else ""
 
 
-class AgentmeterCallback(CustomLogger):  # type: ignore[misc]
+class AgentmeterCallback(CustomLogger):
     """A litellm ``CustomLogger`` that records each call as an agentmeter ``llm_call``.
 
     ``client`` is the :class:`agentmeter.Client` to record with; without one,
