@@ -509,3 +509,61 @@ func TestServerStreamGivesBackItsSlot(t *testing.T) {
 		t.Fatalf("a call with three watches open and max_inflight_rpcs 1: %v", err)
 	}
 }
+
+// TestHandshakeTimeout: a connection that never sends the HTTP/2 preface is
+// closed after handshake_timeout.
+func TestHandshakeTimeout(t *testing.T) {
+	cfg := config()
+	cfg.HandshakeTimeout = 200 * time.Millisecond
+	f := start(t, cfg, Deps{})
+	c, err := net.Dial("tcp", f.srv.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	start := time.Now()
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.Copy(io.Discard, c); err != nil {
+		t.Fatalf("silent connection: %v, want it closed by the server", err)
+	}
+	if d := time.Since(start); d < cfg.HandshakeTimeout/2 {
+		t.Errorf("closed after %v, before handshake_timeout (%v)", d, cfg.HandshakeTimeout)
+	}
+}
+
+// TestMaxConnectionIdle: a connection with no call for max_connection_idle
+// gets a GOAWAY.
+func TestMaxConnectionIdle(t *testing.T) {
+	cfg := config()
+	cfg.MaxConnectionIdle = 300 * time.Millisecond
+	f := start(t, cfg, Deps{})
+	c, err := net.Dial("tcp", f.srv.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte(http2.ClientPreface)); err != nil {
+		t.Fatal(err)
+	}
+	fr := http2.NewFramer(c, c)
+	if err := fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for {
+		frame, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("no GOAWAY within 5s: %v", err)
+		}
+		if s, ok := frame.(*http2.SettingsFrame); ok && !s.IsAck() {
+			_ = fr.WriteSettingsAck()
+		}
+		if _, ok := frame.(*http2.GoAwayFrame); ok {
+			break
+		}
+	}
+	if d := time.Since(start); d < cfg.MaxConnectionIdle/2 {
+		t.Errorf("GOAWAY after %v, before max_connection_idle (%v)", d, cfg.MaxConnectionIdle)
+	}
+}
