@@ -1,28 +1,37 @@
 package pricing
 
-import "testing"
+import (
+	"testing"
+	"time"
+)
 
 var sinkCost, sinkSavings float64
 
-// BenchmarkPriceCost is the per-event path: look up a model already seen
-// and price a call. It must not allocate.
+// BenchmarkPriceCost is the per-event path: the Watcher (the processor's
+// Pricer) looks up a model already seen, picks the price in force at the
+// event's time and prices the call. It must not allocate.
 func BenchmarkPriceCost(b *testing.B) {
-	tab := Default()
-	u := Usage{Prompt: 14200, Completion: 850, CacheRead: 10000, CacheWrite: 2000, CacheWrite1h: 1000}
+	w, err := NewWatcher(Source{}, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	at := time.Now()
+	u := Usage{Prompt: 14200, Completion: 850, CacheRead: 10000, CacheWrite: 2000, CacheWrite1h: 1000, Reasoning: 300}
 	cases := []struct{ name, provider, model string }{
-		{"exact", "anthropic", "claude-sonnet-4-20250514"},
-		{"litellm_prefix_no_provider", "", "anthropic/claude-sonnet-4-20250514"},
-		{"bedrock_region", "aws.bedrock", "us.anthropic.claude-sonnet-4-20250514-v1:0"},
+		{"exact", "anthropic", "claude-sonnet-4-6"},
+		{"litellm_prefix_no_provider", "", "anthropic/claude-sonnet-4-6"},
+		{"bedrock_region", "aws.bedrock", "us.anthropic.claude-sonnet-4-6"},
+		{"tiers", "openai", "gpt-5.5"},
 	}
 	for _, c := range cases {
 		b.Run(c.name, func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				p, ok := tab.Price(c.provider, c.model)
+				var ok bool
+				sinkCost, sinkSavings, ok = w.Price(c.provider, c.model, at, u)
 				if !ok {
 					b.Fatal("no price")
 				}
-				sinkCost, sinkSavings = p.Cost(u)
 			}
 		})
 	}
@@ -30,8 +39,7 @@ func BenchmarkPriceCost(b *testing.B) {
 		b.ReportAllocs()
 		b.RunParallel(func(pb *testing.PB) {
 			for pb.Next() {
-				p, _ := tab.Price("anthropic", "claude-sonnet-4-20250514")
-				p.Cost(u)
+				w.Price("anthropic", "claude-sonnet-4-6", at, u)
 			}
 		})
 	})
@@ -43,19 +51,38 @@ func BenchmarkPriceMiss(b *testing.B) {
 	tab := Default()
 	b.ReportAllocs()
 	for b.Loop() {
-		tab.resolve("", "bedrock/converse/us.anthropic.claude-sonnet-4-20250514-v1:0")
+		tab.resolve("", "bedrock/converse/us.anthropic.claude-sonnet-4-6")
 	}
 }
 
+// BenchmarkDefaultTable is reading the built-in snapshot: gunzip, decode
+// and index LiteLLM's list, once per process.
+func BenchmarkDefaultTable(b *testing.B) {
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, _, _, err := read(mustGunzip(b), FormatLiteLLM); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func mustGunzip(b *testing.B) []byte {
+	b.Helper()
+	return loadBuiltin().data
+}
+
 func TestPriceCostZeroAllocs(t *testing.T) {
-	tab := Default()
-	u := Usage{Prompt: 250000, Completion: 10, CacheRead: 1000}
-	tab.Price("", "anthropic/claude-sonnet-4-5") // memoised from here on
+	w, err := NewWatcher(Source{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := time.Now()
+	u := Usage{Prompt: 250000, Completion: 10, CacheRead: 1000, Reasoning: 5}
+	w.Price("", "anthropic/claude-sonnet-4-5", at, u) // memoised from here on
 	allocs := testing.AllocsPerRun(1000, func() {
-		p, _ := tab.Price("", "anthropic/claude-sonnet-4-5")
-		sinkCost, sinkSavings = p.Cost(u)
+		sinkCost, sinkSavings, _ = w.Price("", "anthropic/claude-sonnet-4-5", at, u)
 	})
 	if allocs != 0 {
-		t.Errorf("Price+Cost allocates %v times per call, want 0", allocs)
+		t.Errorf("Price allocates %v times per call, want 0", allocs)
 	}
 }
