@@ -139,9 +139,10 @@ scrape_configs:
 	}
 }
 
-// runPrometheus starts a Prometheus server on the config text cfg, waits
+// runPrometheus starts a Prometheus server on the config text cfg (and
+// extra command-line flags), waits
 // until it is ready and returns its address; it stops with the test.
-func runPrometheus(t *testing.T, cfg string) string {
+func runPrometheus(t *testing.T, cfg string, flags ...string) string {
 	t.Helper()
 	promBin := testtool.Need(t, "prometheus", "Debian package prometheus")
 	dir := t.TempDir()
@@ -150,8 +151,8 @@ func runPrometheus(t *testing.T, cfg string) string {
 		t.Fatal(err)
 	}
 	addr := freePort(t)
-	prom := exec.Command(promBin, "--config.file", cfgPath, "--storage.tsdb.path", filepath.Join(dir, "data"),
-		"--web.listen-address", addr, "--log.level", "warn")
+	prom := exec.Command(promBin, append([]string{"--config.file", cfgPath, "--storage.tsdb.path", filepath.Join(dir, "data"),
+		"--web.listen-address", addr, "--log.level", "warn"}, flags...)...)
 	out := &syncBuffer{}
 	prom.Stdout, prom.Stderr = out, out
 	if err := prom.Start(); err != nil {

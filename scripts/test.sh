@@ -102,6 +102,12 @@ echo "ok"
 section "generated code (make proto-check)"
 make --no-print-directory proto-check
 
+section "fleet gateway collector (scripts/otelcol.sh: OpenTelemetry Collector Builder, built once and cached)"
+# e2e/fleet_test.go runs it; a failed build fails here.
+AGENTMETER_OTELCOL="$(./scripts/otelcol.sh)"
+export AGENTMETER_OTELCOL
+echo "$AGENTMETER_OTELCOL"
+
 section "tests (race detector, unit and end-to-end)"
 go test -race -count=1 ./...
 

@@ -110,7 +110,7 @@ func TestEverySeriesShown(t *testing.T) {
 	all := strings.Join(exprs, "\n")
 	for _, i := range catalog.All {
 		if !strings.Contains(all, i.Prom) {
-			t.Errorf("catalogue series %s is on no panel of the overview", i.Prom)
+			t.Errorf("catalogue series %s is on no panel of the overview: add one in deploy/grafana/dashboards.go, then make dashboards and go test ./deploy/ -run TestHelmTemplateGolden -update", i.Prom)
 		}
 	}
 	for _, runtime := range []string{"process_resident_memory_bytes", "process_cpu_seconds_total", "go_memstats_heap_inuse_bytes"} {
