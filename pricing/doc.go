@@ -18,14 +18,15 @@
 // cache_creation_input_token_cost, cache_creation_input_token_cost_above_1hr,
 // output_cost_per_reasoning_token, every *_above_<N>[k]_tokens tier of
 // these (a rate a tier does not state stays the one below it, as litellm
-// bills; xAI's tiers apply from the threshold on) and tiered_pricing
-// brackets. Per-token prices become per-million ones. An entry with an
+// bills; xAI's tiers apply from the threshold on), tiered_pricing
+// brackets and off_peak_pricing windows (applied at the call's time, see
+// [ModelPrice.CostAt]). Per-token prices become per-million ones. An entry with an
 // unusable value (negative, not a number, no litellm_provider) is skipped
 // and listed; two entries that name one model of one provider at different
 // prices are both left out and listed, unless one is the unprefixed key.
 // Price fields a call's token counts cannot express (batch, flex and
-// priority tiers, audio and image tokens, 12-hour cache writes, uplifts,
-// off-peak windows) are counted as unused. A file that is not a JSON object
+// priority tiers, audio and image tokens, 12-hour cache writes, uplifts)
+// are counted as unused. A file that is not a JSON object
 // of entries, repeats a key or prices no chat model is refused whole.
 //
 // An overrides entry replaces the base table's entry of the same provider

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 )
 
 // FuzzParse checks that the table parser never panics, in either format,
@@ -58,6 +59,7 @@ func FuzzLiteLLM(f *testing.F) {
 	f.Add([]byte(`{"m": {"litellm_provider": "xai", "mode": "chat", "input_cost_per_token": 1e-06, "output_cost_per_token": 2e-06, "input_cost_per_token_above_1k_tokens": 3e-06, "cache_read_input_token_cost_above_99999999999999k_tokens": 1}}`))
 	f.Add([]byte(`{"q": {"litellm_provider": "dashscope", "tiered_pricing": [{"range": [0, 10], "input_cost_per_token": 1, "output_cost_per_token": 1}, {"range": [10, 1e300], "input_cost_per_token": 2, "output_cost_per_token": 2}]}}`))
 	f.Add([]byte(`{"a": {"b": {"c": [[[[[]]]]]}}, "d": null}`))
+	f.Add([]byte(`{"d": {"litellm_provider": "deepseek", "mode": "chat", "input_cost_per_token": 1e-06, "output_cost_per_token": 2e-06, "off_peak_pricing": {"input_cost_per_token": 5e-07, "weekday_timezone": "Asia/Shanghai", "hours_utc": "16:30-00:30", "windows": [{"hours_utc": ["00:00-01:00", "10:00-00:00"], "weekdays": [1, "sat", 9]}]}}}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		tab, err := Parse(data, FormatLiteLLM)
 		if err != nil {
@@ -71,7 +73,7 @@ func FuzzLiteLLM(f *testing.F) {
 				l := tab.Lookup(idx.exact[name].provider, name)
 				for _, p := range l.Versions() {
 					for _, prompt := range []int64{0, 1, 1000, 200000, 1 << 40} {
-						c, s := p.Cost(Usage{Prompt: prompt, Completion: 7, Reasoning: 3, CacheRead: prompt / 2, CacheWrite: 1, CacheWrite1h: 1})
+						c, s := p.CostAt(Usage{Prompt: prompt, Completion: 7, Reasoning: 3, CacheRead: prompt / 2, CacheWrite: 1, CacheWrite1h: 1}, time.Unix(prompt%(1<<31), 0))
 						if c < 0 || s < 0 || math.IsNaN(c) || math.IsNaN(s) {
 							t.Fatalf("%s at %d: cost %v savings %v", name, prompt, c, s)
 						}

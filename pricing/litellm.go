@@ -343,6 +343,14 @@ func liteLLMEntry(key string, fields map[string]json.RawMessage, unused map[stri
 			prev = cur
 		}
 	}
+	if raw, ok := fields["off_peak_pricing"]; ok {
+		used["off_peak_pricing"] = true
+		op, err := liteLLMOffPeak(raw, reasoning)
+		if err != nil {
+			problems = append(problems, "off_peak_pricing: "+err.Error())
+		}
+		mp.offPeak = op
+	}
 	if len(problems) > 0 {
 		slices.Sort(problems)
 		return spec{}, "", errors.New(strings.Join(problems, "; "))
@@ -353,6 +361,13 @@ func liteLLMEntry(key string, fields map[string]json.RawMessage, unused map[stri
 		}
 	}
 	return spec{path: key, provider: provider, name: liteLLMName(key, provider), price: mp}, "", nil
+}
+
+// perMillion converts a per-token price to a per-million one, rounded to
+// 15 significant digits so that 4e-07 is 0.4, not 0.39999999999999997.
+func perMillion(perToken float64) float64 {
+	v, _ := strconv.ParseFloat(strconv.FormatFloat(perToken*1e6, 'g', 15, 64), 64)
+	return v
 }
 
 func hasAnySuffix(fields map[string]json.RawMessage, suffix string) bool {
@@ -379,9 +394,7 @@ func (r liteLLMRates) resolve(reasoning *float64) Rates {
 		if p == nil {
 			return nil
 		}
-		// Per token to per million, rounded to 15 significant digits so
-		// that 4e-07 is 0.4, not 0.39999999999999997.
-		v, _ := strconv.ParseFloat(strconv.FormatFloat(*p*1e6, 'g', 15, 64), 64)
+		v := perMillion(*p)
 		return &v
 	}
 	return rawRates{

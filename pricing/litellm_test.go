@@ -335,3 +335,46 @@ func TestSnapshotIntact(t *testing.T) {
 		t.Errorf("snapshot %+v, table %s", DefaultSnapshot(), Default().Version())
 	}
 }
+
+// TestOffPeak: DeepSeek's off_peak_pricing, from the snapshot: its rates
+// replace the standard ones while a window is open at the call's time
+// (start inclusive, end exclusive; weekends all day), reasoning at the
+// off-peak output price.
+func TestOffPeak(t *testing.T) {
+	p, ok := Default().Price("deepseek", "deepseek-v4-pro")
+	if !ok || !p.HasOffPeak() {
+		t.Fatal("deepseek-v4-pro has no off-peak prices in the snapshot")
+	}
+	std := p.Rates(1)
+	// The snapshot's off-peak rates (per million): input 0.66, output 1.98,
+	// cache read 0.022.
+	off := Rates{Input: 0.66, Output: 1.98, CacheRead: 0.022, CacheWrite: std.CacheWrite, CacheWrite1h: std.CacheWrite1h, Reasoning: 1.98}
+	for _, tt := range []struct {
+		at   string
+		want Rates
+	}{
+		{"2026-12-02T03:00:00Z", std}, // Wednesday, between windows
+		{"2026-12-02T00:59:59Z", off}, // 00:00-01:00
+		{"2026-12-02T01:00:00Z", std}, // the end is exclusive
+		{"2026-12-02T04:00:00Z", off}, // 04:00-06:00
+		{"2026-12-02T09:59:00Z", std},
+		{"2026-12-02T10:00:00Z", off}, // 10:00-00:00 runs to midnight
+		{"2026-12-02T23:59:00Z", off},
+		{"2026-12-05T03:00:00Z", off}, // Saturday: all day
+		{"2026-12-06T08:00:00Z", off}, // Sunday
+	} {
+		at, _ := time.Parse(time.RFC3339, tt.at)
+		if got := p.RatesAt(1, at); got != tt.want {
+			t.Errorf("RatesAt(%s) = %+v, want %+v", tt.at, got, tt.want)
+		}
+	}
+	u := Usage{Prompt: 1000, CacheRead: 600, Completion: 300, Reasoning: 100}
+	at, _ := time.Parse(time.RFC3339, "2026-12-05T03:00:00Z")
+	cost, _ := p.CostAt(u, at)
+	if want := (400*0.66 + 600*0.022 + 300*1.98) / 1e6; !near(cost, want) {
+		t.Errorf("off-peak cost %v, want %v", cost, want)
+	}
+	if c, _ := p.Cost(u); near(c, cost) {
+		t.Error("Cost applied off-peak prices")
+	}
+}

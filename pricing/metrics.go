@@ -68,7 +68,7 @@ func (w *Watcher) Price(provider, model string, at time.Time, u Usage) (costUSD,
 	if !ok || !p.Covers(u.Prompt) {
 		return 0, 0, false
 	}
-	costUSD, cacheSavingsUSD = p.Cost(u)
+	costUSD, cacheSavingsUSD = p.CostAt(u, at)
 	return costUSD, cacheSavingsUSD, true
 }
 

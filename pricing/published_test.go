@@ -238,7 +238,7 @@ func TestPublishedOverrides(t *testing.T) {
 		}
 		before := time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC)
 		snap, _ := Default().Price(c.provider, c.model)
-		sc, _ := snap.Cost(c.u)
+		sc, _ := snap.CostAt(c.u, before)
 		if got, _, ok := w.Price(c.provider, c.model, before, c.u); !ok || got != sc {
 			t.Errorf("%s %s before the override's date: %v %v, want the snapshot's %v", c.provider, c.model, ok, got, sc)
 		}

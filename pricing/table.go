@@ -99,6 +99,9 @@ type ModelPrice struct {
 	// pattern match of a model with tiers covers only the prompts below
 	// its first tier (see Covers).
 	maxPrompt int64
+	// offPeak, when not nil, replaces the rates while one of its windows
+	// is open at the call's time (see CostAt).
+	offPeak *offPeak
 }
 
 // EffectiveFrom returns the time from which the price is in force; zero
@@ -144,7 +147,7 @@ func (p *ModelPrice) rates(prompt int64) *Rates {
 
 // samePrices reports whether a and b charge the same for every call.
 func samePrices(a, b *ModelPrice) bool {
-	return a == b || (a.base == b.base && slices.Equal(a.tiers, b.tiers) && a.maxPrompt == b.maxPrompt)
+	return a == b || (a.base == b.base && slices.Equal(a.tiers, b.tiers) && a.maxPrompt == b.maxPrompt && sameOffPeak(a.offPeak, b.offPeak))
 }
 
 // Parse parses and validates a price table. format is "yaml" (or "yml")

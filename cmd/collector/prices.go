@@ -186,6 +186,15 @@ func pricesLookup(src pricing.Source, provider, model string, at time.Time, stdo
 	for _, tr := range tiers {
 		row(bound(tr, true), tr.Rates)
 	}
+	if p.HasOffPeak() {
+		state := "closed at that time: the rates above apply"
+		if r := p.RatesAt(0, at); r != p.Rates(0) {
+			row("off-peak, open now", r)
+			state = "open at that time: the off-peak row applies"
+		}
+		_ = tw.Flush()
+		fmt.Fprintf(stdout, "note:   off-peak windows (LiteLLM off_peak_pricing) %s\n", state)
+	}
 	_ = tw.Flush()
 	if l.Match == pricing.MatchPattern && len(tiers) == 0 && !p.Covers(1<<62) {
 		fmt.Fprintln(stdout, "note:   found by a pattern: the entry's long-context tiers are not lent, so a prompt at or past its first tier is unpriced")
