@@ -603,7 +603,7 @@ func TestSlowScraper(t *testing.T) {
 			t.Errorf("worst /readyz or Record latency %v with a slow /metrics reader, want under %v", worst, maxLatency)
 		}
 		// A full scrape moves ~11 MB through a -race client: seconds are
-		// normal; the promhttp timeout (10 s) is what it must stay under.
+		// normal; the scrape timeout (10 s) is what it must stay under.
 		if worstFetch > 5*time.Second {
 			t.Errorf("worst full scrape %v with a slow /metrics reader, want under 5s", worstFetch)
 		}

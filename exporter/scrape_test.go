@@ -173,3 +173,83 @@ func TestScrapeTimeout(t *testing.T) {
 		t.Errorf("status %d %q, want 503 naming the timeout", rec.Code, rec.Body)
 	}
 }
+
+// decodedBody is the response body, gunzipped when it says gzip.
+func decodedBody(t testing.TB, rec *httptest.ResponseRecorder) []byte {
+	t.Helper()
+	body := rec.Body.Bytes()
+	if rec.Header().Get("Content-Encoding") != "gzip" {
+		return body
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(body))
+	if err != nil {
+		t.Fatalf("gzip body: %v", err)
+	}
+	out, err := io.ReadAll(zr)
+	if err != nil {
+		t.Fatalf("gzip body: %v", err)
+	}
+	return out
+}
+
+// TestScrapeGarbageHeaders: whatever Accept and Accept-Encoding say, the
+// scrape answers 200 with the whole exposition in a format it names.
+func TestScrapeGarbageHeaders(t *testing.T) {
+	h := newScrapeHandler(testRegistry(t), slog.New(slog.DiscardHandler), 10*time.Second)
+	want := decodedBody(t, scrapeWith(h, nil))
+	for _, hdr := range []map[string]string{
+		{"Accept-Encoding": ";;;,,,q=2"},
+		{"Accept-Encoding": "gzip;q=abc"},
+		{"Accept-Encoding": "gzip;q=-1"},
+		{"Accept-Encoding": "\xff\xfe"},
+		{"Accept": "text/html"},
+		{"Accept": "*/*;q=nonsense, application/json"},
+		{"Accept": "text/plain;version=9.9.9"},
+		{"Accept": "\x00\x01", "Accept-Encoding": "identity;q=0"},
+	} {
+		rec := scrapeWith(h, hdr)
+		if rec.Code != http.StatusOK {
+			t.Errorf("%q: status %d", hdr, rec.Code)
+			continue
+		}
+		if ct := rec.Header().Get("Content-Type"); !strings.HasPrefix(ct, "text/plain; version=0.0.4") {
+			t.Errorf("%q: Content-Type %q, want the text format", hdr, ct)
+		}
+		if got := decodedBody(t, rec); !bytes.Equal(got, want) {
+			t.Errorf("%q: body\n%s\nwant\n%s", hdr, got, want)
+		}
+	}
+}
+
+// FuzzScrapeHeaders: any Accept and Accept-Encoding get a 200 whose body,
+// decoded as its headers say, parses in the format they name.
+func FuzzScrapeHeaders(f *testing.F) {
+	for _, seed := range [][2]string{
+		{"", ""}, {"text/plain;version=0.0.4", "gzip"}, {"*/*", "gzip;q=0, identity"},
+		{"application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited", "br, *"},
+		{"application/openmetrics-text;version=1.0.0", "GZIP;Q=0.5"},
+	} {
+		f.Add(seed[0], seed[1])
+	}
+	reg := prometheus.NewRegistry()
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "fuzz_total", Help: "A counter."}, []string{"k"})
+	reg.MustRegister(c)
+	c.WithLabelValues("a").Inc()
+	h := newScrapeHandler(reg, slog.New(slog.DiscardHandler), 10*time.Second)
+	f.Fuzz(func(t *testing.T, accept, acceptEncoding string) {
+		req := httptest.NewRequest(http.MethodGet, "/metrics", nil)
+		req.Header["Accept"] = []string{accept}
+		req.Header["Accept-Encoding"] = []string{acceptEncoding}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != http.StatusOK {
+			t.Fatalf("status %d: %s", rec.Code, rec.Body)
+		}
+		body := decodedBody(t, rec)
+		dec := expfmt.NewDecoder(bytes.NewReader(body), expfmt.ResponseFormat(rec.Header()))
+		var mf dto.MetricFamily
+		if err := dec.Decode(&mf); err != nil || mf.GetName() != "fuzz_total" {
+			t.Fatalf("decode the exposition (%s): %v, %q", rec.Header().Get("Content-Type"), err, mf.GetName())
+		}
+	})
+}
