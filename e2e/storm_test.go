@@ -35,8 +35,11 @@ const (
 	stormLimitMiB = 128
 	stormMsgSize  = 4 << 20 // receiver.grpc.max_recv_msg_size_mib at its default
 	stormMaxBatch = 10000   // receiver.max_events_per_request at its default
-	// stormLength is how long each storm keeps its clients at it.
-	stormLength = 4 * time.Second
+	// stormHold is how long the storms of held streams hold them.
+	stormHold = 3 * time.Second
+	// callTimeout bounds one call of a storm: storms are counted in calls,
+	// not seconds, so that a loaded machine makes them slower, not lighter.
+	callTimeout = 60 * time.Second
 )
 
 // stormConn dials the collector's gRPC endpoint; closed at the end of the test.
@@ -84,13 +87,16 @@ func (c *codeCounts) String() string {
 	return fmt.Sprint(c.m)
 }
 
-// untilDone runs f in n goroutines, each again and again until ctx ends.
-func untilDone(ctx context.Context, n int, f func(ctx context.Context, worker int)) {
+// concurrently runs f calls times in each of n goroutines at once, each
+// call with callTimeout.
+func concurrently(n, calls int, f func(ctx context.Context, worker int)) {
 	var wg sync.WaitGroup
 	for w := range n {
 		wg.Go(func() {
-			for ctx.Err() == nil {
+			for range calls {
+				ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
 				f(ctx, w)
+				cancel()
 			}
 		})
 	}
@@ -268,9 +274,7 @@ func stormEmptyEvents(t *testing.T, c *collector) string {
 	conn := stormConn(t, c.grpcAddr)
 	req := emptyEvents((stormMsgSize - 64) / 2)
 	var seen codeCounts
-	ctx, cancel := context.WithTimeout(context.Background(), stormLength)
-	defer cancel()
-	untilDone(ctx, 16, func(ctx context.Context, _ int) {
+	concurrently(16, 3, func(ctx context.Context, _ int) {
 		seen.add(sendRaw(ctx, conn, req))
 	})
 	if n := seen.get(codes.InvalidArgument); n < 16 {
@@ -292,10 +296,8 @@ func stormFullBatches(t *testing.T, c *collector) string {
 		cs[i] = stormConn(t, c.grpcAddr)
 	}
 	var seen codeCounts
-	ctx, cancel := context.WithTimeout(context.Background(), stormLength)
-	defer cancel()
 	var n atomic.Int64
-	untilDone(ctx, conns, func(ctx context.Context, w int) {
+	concurrently(conns, 4, func(ctx context.Context, w int) {
 		seen.add(sendRaw(ctx, cs[w], batches[int(n.Add(1))%len(batches)]))
 	})
 	if seen.get(codes.OK) == 0 {
@@ -311,9 +313,7 @@ func stormOverCountBadUTF8(t *testing.T, c *collector) string {
 	req := badUTF8Batch(t, "bad", stormMaxBatch+1)
 	conn := stormConn(t, c.grpcAddr)
 	var seen codeCounts
-	ctx, cancel := context.WithTimeout(context.Background(), stormLength)
-	defer cancel()
-	untilDone(ctx, 4, func(ctx context.Context, _ int) {
+	concurrently(4, 25, func(ctx context.Context, _ int) {
 		seen.add(sendRaw(ctx, conn, req))
 	})
 	if n := seen.get(codes.InvalidArgument); n < 16 {
@@ -351,7 +351,7 @@ func stormSilentStreams(t *testing.T, c *collector) string {
 			seen.add(status.Code(err))
 		})
 	}
-	time.Sleep(stormLength) // the storm: the streams stay silent this long
+	time.Sleep(stormHold) // the storm: the streams stay silent this long
 	cancel()
 	wg.Wait()
 	if opened.Load() != streams {
@@ -384,7 +384,7 @@ func stormScrapes(t *testing.T, c *collector) string {
 		got    atomic.Int64
 		seen   codeCounts
 	)
-	for start := time.Now(); time.Since(start) < stormLength || rounds == 0; rounds++ {
+	for ; rounds < 3; rounds++ {
 		var wg sync.WaitGroup
 		for range 8 {
 			wg.Go(func() {
@@ -415,8 +415,6 @@ func stormScrapes(t *testing.T, c *collector) string {
 // for the length of the storm.
 func stormPartialMessages(t *testing.T, c *collector) string {
 	const conns, perConn = 8, 16
-	ctx, cancel := context.WithTimeout(context.Background(), stormLength)
-	defer cancel()
 	var (
 		wg            sync.WaitGroup
 		sent, refused atomic.Int64
@@ -434,7 +432,7 @@ func stormPartialMessages(t *testing.T, c *collector) string {
 		t.Cleanup(h.close)
 		wg.Go(func() {
 			defer h.close() // the storm ends: the client goes away
-			s, r := h.partialMessages(ctx, perConn, msg)
+			s, r := h.partialMessages(perConn, msg)
 			sent.Add(s)
 			refused.Add(r)
 		})
@@ -564,9 +562,12 @@ func (h *h2conn) endStream(id uint32) {
 
 // partialMessages opens n RecordStream calls and sends on each all of msg
 // (a length-prefixed gRPC message) but its last byte, as flow control
-// allows, then holds until ctx ends. It returns the bytes sent and the
-// number of streams the server ended.
-func (h *h2conn) partialMessages(ctx context.Context, n int, msg []byte) (sent, ended int64) {
+// allows; once every stream has sent that or been ended by the server (or
+// after callTimeout), it holds them for stormHold. It returns the bytes
+// sent and the number of streams the server ended.
+func (h *h2conn) partialMessages(n int, msg []byte) (sent, ended int64) {
+	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+	defer cancel()
 	var hb bytes.Buffer
 	enc := hpack.NewEncoder(&hb)
 	ids := make([]uint32, n)
@@ -642,7 +643,10 @@ func (h *h2conn) partialMessages(ctx context.Context, n int, msg []byte) (sent, 
 			delete(left, id)
 		}
 	}
-	<-ctx.Done() // hold the unfinished messages until the storm ends
+	select { // hold the unfinished messages
+	case <-time.After(stormHold):
+	case <-ctx.Done():
+	}
 	h.mu.Lock()
 	for _, s := range ids {
 		if h.ended[s] {
