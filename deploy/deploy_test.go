@@ -353,6 +353,10 @@ type (
 				FieldRef *struct {
 					FieldPath string `yaml:"fieldPath"`
 				} `yaml:"fieldRef"`
+				SecretKeyRef *struct {
+					Name string `yaml:"name"`
+					Key  string `yaml:"key"`
+				} `yaml:"secretKeyRef"`
 			} `yaml:"valueFrom"`
 		} `yaml:"env"`
 		StartupProbe   *k8sProbe `yaml:"startupProbe"`
@@ -376,6 +380,9 @@ type (
 		EmptyDir *struct {
 			SizeLimit string `yaml:"sizeLimit"`
 		} `yaml:"emptyDir"`
+		Secret *struct {
+			SecretName string `yaml:"secretName"`
+		} `yaml:"secret"`
 	}
 )
 

@@ -181,7 +181,8 @@ func TestHelmKubectlValidate(t *testing.T) {
 	helm := testtool.Need(t, "helm", helmInstall)
 	kv := testtool.Need(t, "kubectl-validate", kvInstall)
 	for _, version := range kubeVersions {
-		render, err := helmTemplate(t, helm, version, "--set-string", "agentmeter.cpu.limit=1")
+		render, err := helmTemplate(t, helm, version, "--set-string", "agentmeter.cpu.limit=1",
+			"--set", "agentmeter.unixSocket.enabled=true", "--set", "agentmeter.auth.tokenSecret=agentmeter-token")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -452,17 +453,31 @@ func TestHelmConfigValidates(t *testing.T) {
 	helm := testtool.Need(t, "helm", helmInstall)
 	bin := filepath.Join(t.TempDir(), "collector")
 	run(t, "go", "build", "-o", bin, "../cmd/collector")
+	// The token file and the socket directory the chart mounts, made here.
+	root := t.TempDir()
+	tokenDir, socketDir := filepath.Join(root, "auth"), filepath.Join(root, "run")
+	for _, d := range []string{tokenDir, socketDir} {
+		if err := os.Mkdir(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(tokenDir, "token"), []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	mounted := strings.NewReplacer("/etc/agentmeter-auth", tokenDir, "/var/run/agentmeter", socketDir)
 	for _, tc := range []struct {
 		name string
 		args []string
 	}{
 		{"defaults", nil},
+		{"unix socket and token", []string{"--set", "agentmeter.unixSocket.enabled=true", "--set", "agentmeter.auth.tokenSecret=agentmeter-token"}},
 		{"otlp and ports", []string{"--set", "agentmeter.ingestPort=5000", "--set", "agentmeter.metricsPort=9000",
 			"--set", "agentmeter.config.exporters.otlp.enabled=true", "--set", "agentmeter.config.exporters.otlp.endpoint=otel-gateway:4317"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cm := find(t, objects(t, mustTemplate(t, helm, tc.args...)), "ConfigMap", "-agentmeter")
 			text, _ := cm["data"].(map[string]any)["config.yaml"].(string)
+			text = mounted.Replace(text)
 			path := filepath.Join(t.TempDir(), "config.yaml")
 			if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
 				t.Fatal(err)
@@ -510,6 +525,9 @@ func TestHelmValuesSchema(t *testing.T) {
 		{"resource attribute with a comma", "resourceAttributes: {team: 'a,b'}", []string{"/resourceAttributes/team"}},
 		{"extraEnv overriding GOMEMLIMIT", "extraEnv: [{name: GOMEMLIMIT, value: 1GiB}]", []string{"/extraEnv/0/name"}},
 		{"config not a map", "config: [1]", []string{"/config", "object"}},
+		{"socket dir relative", "unixSocket: {enabled: true, dir: run/agentmeter}", []string{"/unixSocket/dir"}},
+		{"socket flag a string", "unixSocket: {enabled: 'yes'}", []string{"/unixSocket/enabled", "boolean"}},
+		{"secret name not a DNS name", "auth: {tokenSecret: My_Secret}", []string{"/auth/tokenSecret"}},
 		{"config section not a map", "config: {receiver: 1}", []string{"/config/receiver", "object"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -572,6 +590,88 @@ func TestHelmDashboards(t *testing.T) {
 	for _, o := range objects(t, mustTemplate(t, helm, "--set", "agentmeter.dashboards.enabled=false")) {
 		if strings.Contains(o["metadata"].(map[string]any)["name"].(string), "-dashboard-") {
 			t.Errorf("dashboards.enabled=false still renders %v", o["metadata"])
+		}
+	}
+}
+
+// TestHelmUnixSocketAndToken: with unixSocket and auth.tokenSecret, the
+// sidecar listens on the socket of a volume the agent mounts too, reads the
+// token from the Secret, and the agent gets both (agentmeter.agentEnv).
+func TestHelmUnixSocketAndToken(t *testing.T) {
+	t.Parallel()
+	helm := testtool.Need(t, "helm", helmInstall)
+	objs := objects(t, mustTemplate(t, helm, "--set", "agentmeter.unixSocket.enabled=true", "--set", "agentmeter.auth.tokenSecret=agentmeter-token"))
+	var dep struct {
+		Spec struct {
+			Template struct {
+				Spec struct {
+					SecurityContext struct {
+						SupplementalGroups []int `yaml:"supplementalGroups"`
+					} `yaml:"securityContext"`
+					InitContainers []k8sCont   `yaml:"initContainers"`
+					Containers     []k8sCont   `yaml:"containers"`
+					Volumes        []k8sVolume `yaml:"volumes"`
+				} `yaml:"spec"`
+			} `yaml:"template"`
+		} `yaml:"spec"`
+	}
+	decodeInto(t, find(t, objs, "Deployment", "-openhands"), &dep)
+	pod := dep.Spec.Template.Spec
+	var cfg struct {
+		Receiver struct {
+			GRPC struct {
+				Endpoint string `yaml:"endpoint"`
+			} `yaml:"grpc"`
+			Auth struct {
+				TokenFile string `yaml:"token_file"`
+			} `yaml:"auth"`
+		} `yaml:"receiver"`
+	}
+	text, _ := find(t, objs, "ConfigMap", "-agentmeter")["data"].(map[string]any)["config.yaml"].(string)
+	if err := yaml.Unmarshal([]byte(text), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	socket := strings.TrimPrefix(cfg.Receiver.GRPC.Endpoint, "unix://")
+	if socket == cfg.Receiver.GRPC.Endpoint {
+		t.Fatalf("receiver.grpc.endpoint = %q, want unix://", cfg.Receiver.GRPC.Endpoint)
+	}
+	mountOf := func(c k8sCont, dir string) string {
+		for _, m := range c.VolumeMounts {
+			if m.MountPath == dir {
+				return m.Name
+			}
+		}
+		return ""
+	}
+	sidecar, agent := pod.InitContainers[0], pod.Containers[0]
+	vol := mountOf(sidecar, filepath.Dir(socket))
+	if vol == "" || mountOf(agent, filepath.Dir(socket)) != vol {
+		t.Errorf("socket directory %s: sidecar mounts %q, agent %q: want the same volume", filepath.Dir(socket), vol, mountOf(agent, filepath.Dir(socket)))
+	}
+	if !slices.Contains(pod.SecurityContext.SupplementalGroups, 65532) {
+		t.Errorf("supplementalGroups = %v: the agent cannot open the 0660 socket of group 65532", pod.SecurityContext.SupplementalGroups)
+	}
+	if tokVol := mountOf(sidecar, filepath.Dir(cfg.Receiver.Auth.TokenFile)); tokVol == "" {
+		t.Errorf("token_file %q is on no volume of the sidecar", cfg.Receiver.Auth.TokenFile)
+	} else {
+		i := slices.IndexFunc(pod.Volumes, func(v k8sVolume) bool { return v.Name == tokVol })
+		if i < 0 || pod.Volumes[i].Secret == nil || pod.Volumes[i].Secret.SecretName != "agentmeter-token" {
+			t.Errorf("volume %s: want the Secret agentmeter-token", tokVol)
+		}
+	}
+	env := map[string]string{}
+	for _, e := range agent.Env {
+		env[e.Name] = e.Value
+		if e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil {
+			env[e.Name] = "secret:" + e.ValueFrom.SecretKeyRef.Name + "/" + e.ValueFrom.SecretKeyRef.Key
+		}
+	}
+	if env["AGENTMETER_TARGET"] != cfg.Receiver.GRPC.Endpoint || env["AGENTMETER_TOKEN"] != "secret:agentmeter-token/token" {
+		t.Errorf("agent env = %v, want AGENTMETER_TARGET %s and AGENTMETER_TOKEN from the Secret", env, cfg.Receiver.GRPC.Endpoint)
+	}
+	for _, p := range sidecar.Ports {
+		if p.Name == "ingest" {
+			t.Error("an ingest port is declared although ingest is on the socket")
 		}
 	}
 }

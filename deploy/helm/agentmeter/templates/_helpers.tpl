@@ -35,10 +35,28 @@ checksum/agentmeter-config: {{ include "agentmeter.config" . | sha256sum }}
 {{- div (mul (int .Values.memoryMiB) (int .Values.memoryLimitPercent)) 100 -}}
 {{- end -}}
 
+{{/* The ingest endpoint: a Unix socket on the shared volume, or localhost:ingestPort. */}}
+{{- define "agentmeter.endpoint" -}}
+{{- if .Values.unixSocket.enabled -}}
+unix://{{ .Values.unixSocket.dir }}/ingest.sock
+{{- else -}}
+localhost:{{ .Values.ingestPort }}
+{{- end -}}
+{{- end -}}
+
+{{/* Where the sidecar reads the bearer token, when auth.tokenSecret is set. */}}
+{{- define "agentmeter.tokenFile" -}}
+/etc/agentmeter-auth/{{ .Values.auth.tokenKey }}
+{{- end -}}
+
 {{/* config.yaml: the chart's settings, with .Values.config merged over them. */}}
 {{- define "agentmeter.config" -}}
+{{- $receiver := dict "grpc" (dict "endpoint" (include "agentmeter.endpoint" .)) -}}
+{{- if .Values.auth.tokenSecret -}}
+{{- $_ := set $receiver "auth" (dict "token_file" (include "agentmeter.tokenFile" .)) -}}
+{{- end -}}
 {{- $base := dict
-  "receiver" (dict "grpc" (dict "endpoint" (printf "localhost:%d" (int .Values.ingestPort))))
+  "receiver" $receiver
   "http" (dict "endpoint" (printf "0.0.0.0:%d" (int .Values.metricsPort)))
   "log" (dict "format" "json")
   "memory" (dict "limit_mib" (include "agentmeter.memoryLimitMiB" . | int))
@@ -73,9 +91,11 @@ until ingest is ready (startup probe) and stops after it.
   ports:
     - name: metrics
       containerPort: {{ .Values.metricsPort }}
+    {{- if not .Values.unixSocket.enabled }}
     # Informational: ingest listens on localhost, reachable from this Pod only.
     - name: ingest
       containerPort: {{ .Values.ingestPort }}
+    {{- end }}
   env:
     - name: AGENTMETER_POD_NAME
       valueFrom: {fieldRef: {fieldPath: metadata.name}}
@@ -128,6 +148,15 @@ until ingest is ready (startup probe) and stops after it.
       readOnly: true
     - name: agentmeter-state
       mountPath: {{ .Values.state.mountPath }}
+    {{- if .Values.unixSocket.enabled }}
+    - name: agentmeter-socket
+      mountPath: {{ .Values.unixSocket.dir }}
+    {{- end }}
+    {{- if .Values.auth.tokenSecret }}
+    - name: agentmeter-token
+      mountPath: /etc/agentmeter-auth
+      readOnly: true
+    {{- end }}
 {{- end -}}
 
 {{/* The sidecar's volumes, as items of the Pod's volumes. */}}
@@ -138,4 +167,47 @@ until ingest is ready (startup probe) and stops after it.
 - name: agentmeter-state
   emptyDir:
     sizeLimit: {{ .Values.state.sizeLimit }}
+{{- if .Values.unixSocket.enabled }}
+- name: agentmeter-socket
+  emptyDir:
+    medium: Memory
+    sizeLimit: 1Mi
+{{- end }}
+{{- if .Values.auth.tokenSecret }}
+- name: agentmeter-token
+  secret:
+    secretName: {{ .Values.auth.tokenSecret }}
+    items:
+      - key: {{ .Values.auth.tokenKey }}
+        path: {{ .Values.auth.tokenKey }}
+{{- end }}
+{{- end -}}
+
+{{/*
+The agent container's environment: AGENTMETER_TARGET (the ingest endpoint,
+which the Python client and its litellm callback read) and, with
+auth.tokenSecret, AGENTMETER_TOKEN from the same Secret.
+*/}}
+{{- define "agentmeter.agentEnv" -}}
+- name: AGENTMETER_TARGET
+  value: {{ include "agentmeter.endpoint" . | quote }}
+{{- if .Values.auth.tokenSecret }}
+- name: AGENTMETER_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.auth.tokenSecret }}
+      key: {{ .Values.auth.tokenKey }}
+{{- end }}
+{{- end -}}
+
+{{/*
+The agent container's volume mounts: the socket directory with
+unixSocket.enabled, else nothing. The socket is mode 0660, group 65532: the
+agent's Pod needs supplementalGroups [65532] (or runs as that group).
+*/}}
+{{- define "agentmeter.agentVolumeMounts" -}}
+{{- if .Values.unixSocket.enabled -}}
+- name: agentmeter-socket
+  mountPath: {{ .Values.unixSocket.dir }}
+{{- end -}}
 {{- end -}}
