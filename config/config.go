@@ -140,8 +140,9 @@ type GRPC struct {
 	// from the memory limit (see Inflight); must be >= 0.
 	MaxInflightMiB int `yaml:"max_inflight_mib"`
 	// ReceiveTimeout is the longest wait for a request message: a unary
-	// call's request, or the next message of a stream (an idle stream is
-	// closed with UNAVAILABLE after it). Default 1m; must be > 0.
+	// call's request, or the next message of a stream. An idle
+	// RecordStream is then ended with UNAVAILABLE, any other call
+	// cancelled. Default 1m; must be > 0.
 	ReceiveTimeout time.Duration `yaml:"receive_timeout"`
 	// MaxConnectionIdle closes a connection with no call in progress for
 	// this long. Default 5m; must be > 0.

@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net"
 	"strings"
 	"sync"
@@ -89,9 +90,10 @@ func TestOverCountRefusedBeforeDecode(t *testing.T) {
 	}
 }
 
-// TestReceiveTimeoutCutsHungCalls: with receive_timeout 1s, a stream that
-// goes silent and a unary call that sends all but the last bytes of its
-// request are both cut, their slots given back, and the cuts counted.
+// TestReceiveTimeoutCutsHungCalls: with receive_timeout 1s, a RecordStream
+// that goes silent is ended with UNAVAILABLE (reopen and resend what was not
+// answered), a unary call that sends all but the last bytes of its request
+// is cancelled, both give their slots back, and both are counted.
 func TestReceiveTimeoutCutsHungCalls(t *testing.T) {
 	c := startCollector(t, options{GRPCExtra: "receive_timeout: 1s\n"})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -110,8 +112,8 @@ func TestReceiveTimeoutCutsHungCalls(t *testing.T) {
 	partial := sendPartialRequest(t, c.grpcAddr)
 	defer partial.Close()
 	_, err = stream.Recv()
-	if status.Code(err) != codes.Canceled {
-		t.Fatalf("silent stream ended with %v, want Canceled", err)
+	if st := status.Convert(err); st.Code() != codes.Unavailable || !strings.Contains(st.Message(), "receive_timeout") {
+		t.Fatalf("silent stream ended with %v, want Unavailable naming receive_timeout", err)
 	}
 	if d := time.Since(silent); d < 900*time.Millisecond || d > 10*time.Second {
 		t.Errorf("silent stream cut after %v, want about receive_timeout (1s)", d)
@@ -119,8 +121,9 @@ func TestReceiveTimeoutCutsHungCalls(t *testing.T) {
 	eventually(t, 10*time.Second, "both calls cut and their slots back", func() (bool, string) {
 		fams, _ := c.scrape()
 		cut, _ := fams.value("agentmeter_grpc_requests_refused_total", labels{"grpc_service": ingestService, "grpc_code": "Canceled"})
+		idle, _ := fams.value("agentmeter_grpc_requests_refused_total", labels{"grpc_service": ingestService, "grpc_code": "Unavailable"})
 		inflight, _ := fams.value("agentmeter_grpc_inflight_rpcs", nil)
-		return cut == 2 && inflight == 0, ""
+		return cut == 1 && idle == 1 && inflight == 0, fmt.Sprintf("canceled %v, unavailable %v, in flight %v", cut, idle, inflight)
 	})
 	if resp := c.record(llmEvent("after")); resp.Accepted != 1 {
 		t.Fatalf("a batch after the cuts: %v", resp)

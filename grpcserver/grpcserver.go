@@ -334,21 +334,55 @@ func (s *Server) tap(ctx context.Context, info *tap.Info) (context.Context, erro
 		return nil, Exhausted(fmt.Sprintf("agentmeter has receiver.grpc.max_inflight_rpcs (%d) RPCs in flight", s.cfg.MaxInflightRPCs))
 	}
 	// The receive timeout cancels the call: gRPC answers CANCELLED and
-	// frees what the call held. It is the only cancel by the server, so
+	// frees what the call held. A stream handler waiting for a message is
+	// told first (ReceiveExpired), so that it can end the call with a
+	// status of its own. A cancel by the server is only ever this one, so
 	// it is what refused{grpc_code="Canceled"} counts.
 	ctx, cancel := context.WithCancel(ctx)
-	w := &recvWatch{d: s.cfg.ReceiveTimeout, release: sync.OnceFunc(func() { s.inflight.Add(-1) })}
-	w.timer = time.AfterFunc(w.d, func() {
+	cut := func() {
+		if ctx.Err() != nil {
+			return // the call ended meanwhile
+		}
 		s.metrics.count(refusal{service, codes.Canceled})
 		s.log.Warn("grpc call cut: no complete request message within receiver.grpc.receive_timeout",
-			"method", info.FullMethodName, "receive_timeout", w.d.String())
+			"method", info.FullMethodName, "receive_timeout", s.cfg.ReceiveTimeout.String())
 		cancel()
+	}
+	w := &recvWatch{
+		d:       s.cfg.ReceiveTimeout,
+		release: sync.OnceFunc(func() { s.inflight.Add(-1) }),
+		expired: make(chan struct{}),
+	}
+	expire := sync.OnceFunc(func() { close(w.expired) })
+	w.timer = time.AfterFunc(w.d, func() {
+		if !w.inHandler.Load() {
+			cut()
+			return
+		}
+		expire()
+		time.AfterFunc(ReceiveGrace, cut)
 	})
 	context.AfterFunc(ctx, func() {
 		w.timer.Stop()
 		w.release()
 	})
 	return context.WithValue(ctx, watchKey{}, w), nil
+}
+
+// ReceiveGrace is how long a stream handler told by ReceiveExpired has to
+// end its call before the server cancels it.
+const ReceiveGrace = time.Second
+
+// ReceiveExpired is closed when a stream handler of this server has waited
+// receiver.grpc.receive_timeout for a message: a handler that selects on it
+// can end the call with a status of its own before the server cancels it
+// (ReceiveGrace later). Outside a call of this server it is nil (never
+// ready).
+func ReceiveExpired(ctx context.Context) <-chan struct{} {
+	if w := watchOf(ctx); w != nil {
+		return w.expired
+	}
+	return nil
 }
 
 // Exhausted is a ResourceExhausted status asking the client to retry after
@@ -369,6 +403,10 @@ type recvWatch struct {
 	timer *time.Timer
 	// release gives the in-flight slot back; idempotent.
 	release func()
+	// inHandler is set once the call's handler runs: from then on an
+	// expiry closes expired first and cancels ReceiveGrace later.
+	inHandler atomic.Bool
+	expired   chan struct{}
 }
 
 func watchOf(ctx context.Context) *recvWatch {
@@ -388,9 +426,18 @@ func (w *recvWatch) disarm() {
 	}
 }
 
+// enter marks the handler as running and stops the timer: the request (a
+// unary call's) or the stream is in.
+func (w *recvWatch) enter() {
+	if w != nil {
+		w.inHandler.Store(true)
+		w.timer.Stop()
+	}
+}
+
 func (s *Server) unaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
 	// The request is in: stop the receive timer.
-	watchOf(ctx).disarm()
+	watchOf(ctx).enter()
 	service := s.serviceOf(info.FullMethod)
 	defer s.recoverPanic(service, info.FullMethod, &err)
 	resp, err = handler(ctx, req)
@@ -400,7 +447,7 @@ func (s *Server) unaryInterceptor(ctx context.Context, req any, info *grpc.Unary
 
 func (s *Server) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) (err error) {
 	w := watchOf(ss.Context())
-	w.disarm()
+	w.enter()
 	service := s.serviceOf(info.FullMethod)
 	defer s.recoverPanic(service, info.FullMethod, &err)
 	// A server-streaming call (WatchUsage) receives its one request and

@@ -26,6 +26,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/agentmeter/agentmeter/catalog"
+	"github.com/agentmeter/agentmeter/grpcserver"
 	"github.com/agentmeter/agentmeter/processor"
 	pb "github.com/agentmeter/agentmeter/proto/agentmeter/v1"
 )
@@ -216,12 +217,15 @@ func (r *Receiver) recordStream(stream grpc.ServerStream) error {
 			}
 		}
 	}()
+	expired := grpcserver.ReceiveExpired(ctx)
 	for {
 		var q *request
 		select {
 		case q = <-next:
 		case <-r.draining:
 			return errDraining
+		case <-expired:
+			return errIdle
 		case <-ctx.Done():
 			return status.FromContextError(ctx.Err()).Err()
 		}
@@ -252,6 +256,9 @@ func (r *Receiver) applyRequest(ctx context.Context, q *request) (*pb.RecordResp
 
 var errDraining = status.Error(codes.Unavailable,
 	"agentmeter is shutting down: every batch answered on this stream was applied, no other was")
+
+var errIdle = status.Error(codes.Unavailable,
+	"no complete batch on this stream within receiver.grpc.receive_timeout: the stream is closed; every batch answered on it was applied, no other was; open a new one")
 
 // apply validates and consumes one request; decodeIssues are its events
 // that could not be decoded, by index.

@@ -290,3 +290,40 @@ func TestNonUTF8(t *testing.T) {
 		t.Errorf("llm_call rejected = %d, want 1 (counted under its payload type)", n)
 	}
 }
+
+// TestIdleStreamEndsUnavailable: a RecordStream with no batch for
+// receive_timeout is ended with Unavailable (retry on a new stream), not
+// cut: the batches answered on it stay applied, and the client's retry
+// logic resends what was not answered.
+func TestIdleStreamEndsUnavailable(t *testing.T) {
+	f := newFixture(t, Config{}, func(c *grpcserver.Config) { c.ReceiveTimeout = 300 * time.Millisecond })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	stream, err := f.client.RecordStream(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&pb.RecordRequest{Events: []*pb.Event{call("a")}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stream.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	idle := time.Now()
+	_, err = stream.Recv()
+	if st := status.Convert(err); st.Code() != codes.Unavailable || !strings.Contains(st.Message(), "receive_timeout") {
+		t.Fatalf("idle stream ended with %v, want Unavailable naming receive_timeout", err)
+	}
+	if d := time.Since(idle); d >= 300*time.Millisecond+grpcserver.ReceiveGrace {
+		t.Errorf("ended after %v: the server's cancel came first", d)
+	}
+	if n := f.srv.Refused(pb.IngestService_ServiceDesc.ServiceName, codes.Unavailable); n != 1 {
+		t.Errorf("refused Unavailable = %d, want 1", n)
+	}
+	if n := f.srv.Refused(pb.IngestService_ServiceDesc.ServiceName, codes.Canceled); n != 0 {
+		t.Errorf("refused Canceled = %d, want 0", n)
+	}
+	if strings.Join(f.rec.applied, ",") != "a" {
+		t.Errorf("applied = %v, want a", f.rec.applied)
+	}
+}
