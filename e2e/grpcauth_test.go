@@ -334,16 +334,11 @@ func socketClient(path string) int {
 // TestIngestSocketPermission runs real gRPC clients as the unprivileged
 // uid 65534 against the collector's socket (root:root, 0660): outside the
 // group it gets Unavailable "permission denied" and nothing is applied; in
-// the group it is served. It needs root to switch users (CI runs as root);
-// as another user it fails under CI=true, and skips otherwise.
+// the group it is served. Switching users needs root; as another user the
+// test clears the owner's bits of the socket instead and checks that the
+// owner is refused, then served again once they are back.
 func TestIngestSocketPermission(t *testing.T) {
 	t.Parallel()
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("TestIngestSocketPermission must run as root to start clients as another user")
-		}
-		t.Skip("needs root to start clients as another user; TestIngestUnixSocket checks the mode")
-	}
 	dir, err := os.MkdirTemp("", "agentmeter-e2e-perm-")
 	if err != nil {
 		t.Fatal(err)
@@ -356,6 +351,24 @@ func TestIngestSocketPermission(t *testing.T) {
 	tokenFile := filepath.Join(dir, "token")
 	testcert.WriteFile(t, tokenFile, []byte("perm-t0ken"))
 	c := startCollector(t, options{GRPC: &grpcAuthOptions{Socket: sock, TokenFile: tokenFile, Token: "perm-t0ken"}})
+
+	if os.Geteuid() != 0 {
+		t.Log("not root: checking the owner against the socket's mode instead of another user")
+		if err := os.Chmod(sock, 0o060); err != nil {
+			t.Fatal(err)
+		}
+		err := tryRecord(dialCollector(t, c, c.opts.dialOptions()...), nil, simpleCall("perm-x", "gpt-4o", 1, 1))
+		wantStatus(t, "owner without permission", err, codes.Unavailable, "permission denied")
+		if err := os.Chmod(sock, 0o660); err != nil {
+			t.Fatal(err)
+		}
+		if resp := c.record(simpleCall("perm-1", "gpt-4o", 10, 5)); resp.GetAccepted() != 1 {
+			t.Fatalf("Record with permission: %v", resp)
+		}
+		awaitCounter(t, c, "agentmeter_receiver_events_total", labels{"outcome": "accepted"}, 1)
+		c.stop()
+		return
+	}
 
 	exe, err := os.Executable()
 	if err != nil {
