@@ -74,6 +74,7 @@ const (
 	AttrTableFormat   = attribute.Key("format")
 	AttrTableSource   = attribute.Key("source")
 	AttrTableAsOf     = attribute.Key("as_of")
+	AttrEntryState    = attribute.Key("state")
 	AttrGRPCCode      = attribute.Key("grpc_code")
 	AttrGRPCService   = attribute.Key("grpc_service")
 	// AttrAuthReason is why ingest auth refused a connection or an RPC.
@@ -302,6 +303,12 @@ var (
 		Description: "Price table reloads by outcome; a failed reload keeps the previous table.",
 		Labels:      "outcome = success / failure",
 	}
+	PricingEntries = Instrument{
+		Name: "agentmeter.pricing.table_entries", Unit: "{entry}", Kind: Gauge,
+		Prom:        "agentmeter_pricing_table_entries",
+		Description: "Entries of the price table in use, by state: priced; skipped (not a chat model, no token price); unusable (a bad value: its model stays unpriced); conflicting (model names two entries price differently: both left out, counted once per name).",
+		Labels:      "state = priced / skipped / unusable / conflicting",
+	}
 )
 
 // Ingest auth.
@@ -329,7 +336,7 @@ var All = []Instrument{
 	GRPCRefused, GRPCPanics, GRPCInflight, ReceiverInflightBytes, SeriesOverflow, ConversationsEvicted,
 	ConversationsCreated, SessionStartDuration, ConversationsActive, ConversationsLimit,
 	ConversationsClosed, ConversationCost, ConversationTokens, RuntimeFaults,
-	BudgetCrossings, UnpricedCalls, CacheSavings, PricingInfo, PricingReloads,
+	BudgetCrossings, UnpricedCalls, CacheSavings, PricingInfo, PricingReloads, PricingEntries,
 	ReceiverAuthRefused, ReceiverAuthReloads,
 }
 

@@ -87,6 +87,12 @@ models:
 	c.record(call("l2", "e2e-litellm-model", 1001, 500, now))
 	costIs("e2e-litellm-model", 0.002+1001*2e-6+500*4e-6)
 	infoIs(labels{"format": "litellm", "source": path})
+	for state, want := range map[string]float64{"priced": 1, "skipped": 1, "unusable": 0, "conflicting": 0} {
+		eventually(t, 10*time.Second, "agentmeter_pricing_table_entries "+state, func() (bool, string) {
+			got, n := c.scrapeValue("agentmeter_pricing_table_entries", labels{"state": state})
+			return got == want && n == 1, fmt.Sprintf("value %v in %d series", got, n)
+		})
+	}
 
 	// Effective dates: a call of 2025 is priced at the first price, one of
 	// 2026 at the second, whenever they arrive.

@@ -23,6 +23,14 @@ func (w *Watcher) RegisterMetrics(m metric.Meter) error {
 	if err != nil {
 		return err
 	}
+	entries, err := catalog.PricingEntries.Int64ObservableGauge(m)
+	if err != nil {
+		return err
+	}
+	entryState := func(s string) metric.ObserveOption {
+		return metric.WithAttributeSet(attribute.NewSet(catalog.AttrEntryState.String(s)))
+	}
+	priced, skipped, unusable, conflicting := entryState("priced"), entryState("skipped"), entryState("unusable"), entryState("conflicting")
 	success := metric.WithAttributeSet(attribute.NewSet(catalog.AttrOutcome.String(catalog.OutcomeSuccess)))
 	failure := metric.WithAttributeSet(attribute.NewSet(catalog.AttrOutcome.String(catalog.OutcomeFailure)))
 	_, err = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
@@ -34,11 +42,16 @@ func (w *Watcher) RegisterMetrics(m metric.Meter) error {
 		o.ObserveInt64(info, 1, metric.WithAttributes(
 			catalog.AttrTableVersion.String(t.Version()), catalog.AttrTableFormat.String(t.Format()),
 			catalog.AttrTableSource.String(t.Source()), catalog.AttrTableAsOf.String(asOf)))
+		rep := t.Report()
+		o.ObserveInt64(entries, int64(t.Models()), priced)
+		o.ObserveInt64(entries, int64(rep.SkippedTotal()-len(rep.Unusable)), skipped)
+		o.ObserveInt64(entries, int64(len(rep.Unusable)), unusable)
+		o.ObserveInt64(entries, int64(len(rep.Conflicts)), conflicting)
 		ok, failed := w.Reloads()
 		o.ObserveInt64(reloads, int64(ok), success)
 		o.ObserveInt64(reloads, int64(failed), failure)
 		return nil
-	}, info, reloads)
+	}, info, reloads, entries)
 	if err != nil {
 		return fmt.Errorf("register pricing callback: %w", err)
 	}
