@@ -1,10 +1,17 @@
 package e2e
 
 import (
+	"compress/gzip"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
+
+	collectorpb "go.opentelemetry.io/proto/otlp/collector/metrics/v1"
+	"google.golang.org/protobuf/proto"
 
 	pb "github.com/agentmeter/agentmeter/proto/agentmeter/v1"
 )
@@ -34,47 +41,53 @@ func TestOTLPFinalExportRetries(t *testing.T) {
 		}
 	}
 
-	t.Run("endpoint back within the grace period", func(t *testing.T) {
-		t.Parallel()
-		const grace = 10 * time.Second
-		addr := freePort(t) // nothing listens here until after SIGTERM
-		// An interval far beyond the test: the only export is the final one.
-		c := startCollector(t, options{GracePeriod: grace,
-			OTLP: &otlpOptions{Endpoint: addr, Protocol: "grpc", Interval: time.Hour, Timeout: 2 * time.Second}})
-		ingest(c, "back")
-		sent := c.sigterm()
-		// The endpoint comes up 2s into the grace period.
-		time.Sleep(2 * time.Second) // the outage being simulated, not a wait for a condition
-		s := &sink{}
-		serveOTLPGRPC(t, addr, s)
-		code := c.waitExit(grace + 5*time.Second)
-		took := time.Since(sent)
-		t.Logf("exit %d after %v (grace %v); %d exports received", code, took.Round(time.Millisecond), grace, len(s.all()))
-		if code != 0 {
-			t.Errorf("exit code %d, want 0", code)
-		}
-		if took > grace {
-			t.Errorf("took %v to exit, more than the grace period %v", took, grace)
-		}
-		ex := s.all()
-		if len(ex) == 0 {
-			t.Fatalf("no export reached the endpoint that came back within the grace period\n%s", c.stderr.String())
-		}
-		last := ex[len(ex)-1].req
-		if got, want := tokensIn(last, "input"), float64(batches*perBatch*prompt); got != want {
-			t.Errorf("final export: input tokens %v, want %v", got, want)
-		}
-		if got, want := tokensIn(last, "output"), float64(batches*perBatch*completion); got != want {
-			t.Errorf("final export: output tokens %v, want %v", got, want)
-		}
-		if got, _ := sumOf(last, otelEvents, labels{"outcome": "accepted"}); got != batches*perBatch {
-			t.Errorf("final export: %s{outcome=accepted} = %v, want %d", otelEvents, got, batches*perBatch)
-		}
-		checkCumulative(t, last)
-		if log := c.stderr.String(); !strings.Contains(log, "final otlp export succeeded") {
-			t.Errorf("no \"final otlp export succeeded\" in the log:\n%s", log)
-		}
-	})
+	for _, protocol := range []string{"grpc", "http/protobuf"} {
+		t.Run("endpoint back within the grace period/"+protocol, func(t *testing.T) {
+			t.Parallel()
+			const grace = 10 * time.Second
+			addr := freePort(t) // nothing listens here until after SIGTERM
+			endpoint, serve := addr, func(s *sink) { serveOTLPGRPC(t, addr, s) }
+			if protocol == "http/protobuf" {
+				endpoint, serve = "http://"+addr+"/v1/metrics", func(s *sink) { serveOTLPHTTP(t, addr, s) }
+			}
+			// An interval far beyond the test: the only export is the final one.
+			c := startCollector(t, options{GracePeriod: grace,
+				OTLP: &otlpOptions{Endpoint: endpoint, Protocol: protocol, Interval: time.Hour, Timeout: 2 * time.Second}})
+			ingest(c, "back")
+			sent := c.sigterm()
+			// The endpoint comes up 2s into the grace period.
+			time.Sleep(2 * time.Second) // the outage being simulated, not a wait for a condition
+			s := &sink{}
+			serve(s)
+			code := c.waitExit(grace + 5*time.Second)
+			took := time.Since(sent)
+			t.Logf("exit %d after %v (grace %v); %d exports received", code, took.Round(time.Millisecond), grace, len(s.all()))
+			if code != 0 {
+				t.Errorf("exit code %d, want 0", code)
+			}
+			if took > grace {
+				t.Errorf("took %v to exit, more than the grace period %v", took, grace)
+			}
+			ex := s.all()
+			if len(ex) == 0 {
+				t.Fatalf("no export reached the endpoint that came back within the grace period\n%s", c.stderr.String())
+			}
+			last := ex[len(ex)-1].req
+			if got, want := tokensIn(last, "input"), float64(batches*perBatch*prompt); got != want {
+				t.Errorf("final export: input tokens %v, want %v", got, want)
+			}
+			if got, want := tokensIn(last, "output"), float64(batches*perBatch*completion); got != want {
+				t.Errorf("final export: output tokens %v, want %v", got, want)
+			}
+			if got, _ := sumOf(last, otelEvents, labels{"outcome": "accepted"}); got != batches*perBatch {
+				t.Errorf("final export: %s{outcome=accepted} = %v, want %d", otelEvents, got, batches*perBatch)
+			}
+			checkCumulative(t, last)
+			if log := c.stderr.String(); !strings.Contains(log, "final otlp export succeeded") {
+				t.Errorf("no \"final otlp export succeeded\" in the log:\n%s", log)
+			}
+		})
+	}
 
 	t.Run("endpoint down until the grace period ends", func(t *testing.T) {
 		t.Parallel()
@@ -87,5 +100,48 @@ func TestOTLPFinalExportRetries(t *testing.T) {
 		if log := c.stderr.String(); !strings.Contains(log, "final otlp export failed") {
 			t.Errorf("no \"final otlp export failed\" in the log:\n%s", log)
 		}
+	})
+}
+
+// serveOTLPHTTP serves OTLP/HTTP protobuf exports at /v1/metrics on addr
+// into s until the test ends.
+func serveOTLPHTTP(t *testing.T, addr string, s *sink) {
+	t.Helper()
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatalf("otlp http sink: listen on %s: %v", addr, err)
+	}
+	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var body io.Reader = r.Body
+		if r.Header.Get("Content-Encoding") == "gzip" {
+			zr, err := gzip.NewReader(r.Body)
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusBadRequest)
+				return
+			}
+			body = zr
+		}
+		b, err := io.ReadAll(body)
+		req := new(collectorpb.ExportMetricsServiceRequest)
+		if err == nil {
+			err = proto.Unmarshal(b, req)
+		}
+		if r.Method != http.MethodPost || r.URL.Path != "/v1/metrics" || err != nil {
+			http.Error(w, fmt.Sprintf("want POST /v1/metrics with an export request: %v", err), http.StatusBadRequest)
+			return
+		}
+		s.add(export{at: time.Now(), path: r.URL.Path, req: req})
+		out, _ := proto.Marshal(&collectorpb.ExportMetricsServiceResponse{})
+		w.Header().Set("Content-Type", "application/x-protobuf")
+		_, _ = w.Write(out)
+	})}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = srv.Serve(ln)
+	}()
+	t.Cleanup(func() {
+		_ = srv.Close()
+		<-done
 	})
 }
