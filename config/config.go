@@ -152,18 +152,31 @@ type GRPC struct {
 	HandshakeTimeout time.Duration `yaml:"handshake_timeout"`
 }
 
+// ownMiB is the memory the collector holds before any request: an idle
+// process's RSS is 33-37 MiB with the built-in price table (the idle RSS
+// column of scripts/loadbench.sh).
+const ownMiB = 32
+
+// InflightMemoryMiB is the part of memoryLimitMiB the in-flight bounds may
+// use: what is left after the collector's own ownMiB, and at least half.
+func InflightMemoryMiB(memoryLimitMiB int) int {
+	return max(memoryLimitMiB-ownMiB, memoryLimitMiB/2)
+}
+
 // Inflight resolves MaxInflightRPCs and MaxInflightMiB against the
-// process's memory limit in MiB: a zero value is sized from it. A call in
-// flight can hold a whole request of max_recv_msg_size_mib while it
-// arrives, so half the limit is given to calls (at least 4, at most 1024),
-// and a quarter to decoded requests (at least two requests' worth).
+// process's memory limit in MiB: a zero value is sized from the part of it
+// left for requests (InflightMemoryMiB). A call in flight can hold a whole
+// request of max_recv_msg_size_mib while it arrives, so half of that part
+// is given to calls (at least 4, at most 1024), and a quarter to decoded
+// requests (at least two requests' worth).
 func (g GRPC) Inflight(memoryLimitMiB int) (rpcs, mib int) {
+	usable := InflightMemoryMiB(memoryLimitMiB)
 	rpcs, mib = g.MaxInflightRPCs, g.MaxInflightMiB
 	if rpcs == 0 {
-		rpcs = min(max(memoryLimitMiB/2/max(g.MaxRecvMsgSizeMiB, 1), 4), 1024)
+		rpcs = min(max(usable/2/max(g.MaxRecvMsgSizeMiB, 1), 4), 1024)
 	}
 	if mib == 0 {
-		mib = max(memoryLimitMiB/4, 2*g.MaxRecvMsgSizeMiB)
+		mib = max(usable/4, 2*g.MaxRecvMsgSizeMiB)
 	}
 	return rpcs, mib
 }
@@ -458,21 +471,23 @@ func (c Config) Validate() error {
 // checkInflight checks in-flight bounds set explicitly against
 // memory.limit_mib: the requests arriving (max_inflight_rpcs ×
 // max_recv_msg_size_mib) and those decoded (max_inflight_mib) must fit in
-// it. Bounds left at 0 are sized from the limit and always fit.
+// what it leaves for requests (InflightMemoryMiB). Bounds left at 0 are
+// sized from it and fit.
 func (c Config) checkInflight() error {
 	g := c.Receiver.GRPC
 	if (g.MaxInflightRPCs <= 0 && g.MaxInflightMiB <= 0) || g.MaxRecvMsgSizeMiB < 1 || c.Memory.LimitMiB < minMemoryLimitMiB {
 		return nil
 	}
 	rpcs, mib := g.Inflight(c.Memory.LimitMiB)
-	if total := int64(rpcs)*int64(g.MaxRecvMsgSizeMiB) + int64(mib); total > int64(c.Memory.LimitMiB) {
+	usable := InflightMemoryMiB(c.Memory.LimitMiB)
+	if total := int64(rpcs)*int64(g.MaxRecvMsgSizeMiB) + int64(mib); total > int64(usable) {
 		path := "receiver.grpc.max_inflight_rpcs"
 		if g.MaxInflightRPCs <= 0 {
 			path = "receiver.grpc.max_inflight_mib"
 		}
 		return mustf(path, "memory.limit_mib",
-			"must fit in memory.limit_mib (%d MiB): max_inflight_rpcs × max_recv_msg_size_mib + max_inflight_mib = %d × %d + %d = %d MiB",
-			c.Memory.LimitMiB, rpcs, g.MaxRecvMsgSizeMiB, mib, total)
+			"must fit in the %d MiB that memory.limit_mib (%d) leaves for requests: max_inflight_rpcs × max_recv_msg_size_mib + max_inflight_mib = %d × %d + %d = %d MiB",
+			usable, c.Memory.LimitMiB, rpcs, g.MaxRecvMsgSizeMiB, mib, total)
 	}
 	return nil
 }

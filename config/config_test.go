@@ -72,7 +72,7 @@ func TestParseGood(t *testing.T) {
 		{name: "every key", file: "good_full.yaml", want: func(c *Config) {
 			c.Receiver = Receiver{
 				GRPC: GRPC{Endpoint: "unix:///run/agentmeter/agentmeter.sock", MaxRecvMsgSizeMiB: 4, MaxConcurrentStreams: 64,
-					MaxConnections: 8, MaxInflightRPCs: 12, MaxInflightMiB: 40, ReceiveTimeout: 15 * time.Second,
+					MaxConnections: 8, MaxInflightRPCs: 6, MaxInflightMiB: 40, ReceiveTimeout: 15 * time.Second,
 					MaxConnectionIdle: time.Minute, HandshakeTimeout: 3 * time.Second,
 					TLS: GRPCTLS{CertFile: "tls/tls.crt", KeyFile: "tls/tls.key", ClientCAFile: "/etc/agentmeter/ca.crt"}},
 				Auth:                ReceiverAuth{TokenFile: "token"},
@@ -680,10 +680,11 @@ func TestInflightSizedFromMemoryLimit(t *testing.T) {
 		limitMiB      int
 		wantRPCs, mib int
 	}{
-		{"default limit", GRPC{MaxRecvMsgSizeMiB: 4}, 256, 32, 64},
-		{"128 MiB", GRPC{MaxRecvMsgSizeMiB: 4}, 128, 16, 32},
+		{"default limit", GRPC{MaxRecvMsgSizeMiB: 4}, 256, 28, 56},
+		{"128 MiB", GRPC{MaxRecvMsgSizeMiB: 4}, 128, 12, 24},
+		{"64 MiB: half for requests", GRPC{MaxRecvMsgSizeMiB: 4}, 64, 4, 8},
 		{"tiny limit keeps a floor", GRPC{MaxRecvMsgSizeMiB: 16}, 32, 4, 32},
-		{"huge limit keeps a ceiling", GRPC{MaxRecvMsgSizeMiB: 1}, 1 << 20, 1024, 1 << 18},
+		{"huge limit keeps a ceiling", GRPC{MaxRecvMsgSizeMiB: 1}, 1 << 20, 1024, (1<<20 - 32) / 4},
 		{"explicit values win", GRPC{MaxRecvMsgSizeMiB: 4, MaxInflightRPCs: 7, MaxInflightMiB: 9}, 256, 7, 9},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -717,11 +718,11 @@ func TestInflightCheckedAgainstMemoryLimit(t *testing.T) {
 	}{
 		{"defaults fit", "memory:\n  limit_mib: 64\n", ""},
 		{"auto at the floor is not checked", "memory:\n  limit_mib: 16\n", ""},
-		{"explicit calls that fit", "receiver:\n  grpc:\n    max_inflight_rpcs: 8\nmemory:\n  limit_mib: 64\n", ""},
-		{"explicit bytes over the limit", "receiver:\n  grpc:\n    max_inflight_mib: 48\nmemory:\n  limit_mib: 64\n",
-			"line 3: receiver.grpc.max_inflight_mib must fit in memory.limit_mib (64 MiB): max_inflight_rpcs × max_recv_msg_size_mib + max_inflight_mib = 8 × 4 + 48 = 80 MiB"},
-		{"larger messages count", "receiver:\n  grpc:\n    max_recv_msg_size_mib: 16\n    max_inflight_rpcs: 16\nmemory:\n  limit_mib: 256\n",
-			"line 4: receiver.grpc.max_inflight_rpcs must fit in memory.limit_mib (256 MiB): max_inflight_rpcs × max_recv_msg_size_mib + max_inflight_mib = 16 × 16 + 64 = 320 MiB"},
+		{"explicit calls that fit", "receiver:\n  grpc:\n    max_inflight_rpcs: 4\nmemory:\n  limit_mib: 64\n", ""},
+		{"explicit bytes over the limit", "receiver:\n  grpc:\n    max_inflight_mib: 64\nmemory:\n  limit_mib: 128\n",
+			"line 3: receiver.grpc.max_inflight_mib must fit in the 96 MiB that memory.limit_mib (128) leaves for requests: max_inflight_rpcs × max_recv_msg_size_mib + max_inflight_mib = 12 × 4 + 64 = 112 MiB"},
+		{"larger messages count", "receiver:\n  grpc:\n    max_recv_msg_size_mib: 16\n    max_inflight_rpcs: 12\nmemory:\n  limit_mib: 256\n",
+			"line 4: receiver.grpc.max_inflight_rpcs must fit in the 224 MiB that memory.limit_mib (256) leaves for requests: max_inflight_rpcs × max_recv_msg_size_mib + max_inflight_mib = 12 × 16 + 56 = 248 MiB"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Parse([]byte(tc.doc))
