@@ -329,6 +329,26 @@ var (
 	}
 )
 
+// Durable state and sums held at their bound.
+var (
+	StorageSize = Instrument{
+		Name: "agentmeter.storage.size", Unit: "By", Kind: Gauge,
+		Prom:        "agentmeter_storage_size_bytes",
+		Description: "Disk space the durable state takes (storage.directory), log, dedupe ids and conversations included.",
+	}
+	StorageWriteFailures = Instrument{
+		Name: "agentmeter.storage.write_failures", Unit: "{write}", Kind: Counter,
+		Prom:        "agentmeter_storage_write_failures_total",
+		Description: "Writes of the durable state that failed, by reason; a failed batch write is answered UNAVAILABLE or RESOURCE_EXHAUSTED and applies nothing.",
+		Labels:      "reason = disk_full / error",
+	}
+	TokenSaturations = Instrument{
+		Name: "agentmeter.processor.saturations", Unit: "{sum}", Kind: Counter,
+		Prom:        "agentmeter_processor_saturations_total",
+		Description: "Token sums held at their maximum (2^63-1) instead of wrapping to a negative value.",
+	}
+)
+
 // All lists every instrument in catalogue order.
 var All = []Instrument{
 	TokenUsage, OperationDuration, TimeToFirstChunk, LLMTokens, LLMCost, ContextUtilization,
@@ -338,6 +358,7 @@ var All = []Instrument{
 	ConversationsClosed, ConversationCost, ConversationTokens, RuntimeFaults,
 	BudgetCrossings, UnpricedCalls, CacheSavings, PricingInfo, PricingReloads, PricingEntries,
 	ReceiverAuthRefused, ReceiverAuthReloads,
+	StorageSize, StorageWriteFailures, TokenSaturations,
 }
 
 // Int64ObservableCounter creates the instrument on m with its catalogue name,

@@ -50,6 +50,8 @@ type Config struct {
 	Conversations Conversations `yaml:"conversations"`
 	// Pricing chooses the price table.
 	Pricing Pricing `yaml:"pricing"`
+	// Storage makes the state durable across restarts.
+	Storage Storage `yaml:"storage"`
 	// Shutdown bounds the graceful stop.
 	Shutdown Shutdown `yaml:"shutdown"`
 	// Log configures the collector's own log.
@@ -261,6 +263,32 @@ type Conversations struct {
 	DefaultMaxBudgetUSD *float64 `yaml:"default_max_budget_usd"`
 }
 
+// Storage keeps the state on local disk, so that a restart (a crash, an
+// OOM kill, a new version) loses nothing acknowledged and counts no resent
+// event twice.
+type Storage struct {
+	// Directory holds the database. Default "": memory only, everything
+	// is lost at exit. Load resolves a relative path against the directory
+	// of the config file.
+	Directory string `yaml:"directory"`
+	// Retention is how long a conversation's ledger entry is kept on disk
+	// after its last event. Default 720h (30 days); 0 keeps it forever;
+	// must be >= 0.
+	Retention time.Duration `yaml:"retention"`
+	// Sync acknowledges a batch only once it is on stable storage (fsync).
+	// Default true. false acknowledges once the batch is in the operating
+	// system's cache: it survives a crash of the collector, not of the node.
+	Sync bool `yaml:"sync"`
+	// MinFreeMiB is the free space, in MiB, under which ingest is refused
+	// with RESOURCE_EXHAUSTED rather than run the disk full. Default 64;
+	// must be >= 0 (0 = no check).
+	MinFreeMiB int `yaml:"min_free_mib"`
+	// SnapshotInterval is the longest time between two snapshots of the
+	// totals; a restart replays what came after the last one. Default 10s;
+	// must be > 0.
+	SnapshotInterval time.Duration `yaml:"snapshot_interval"`
+}
+
 // Pricing chooses the price table.
 type Pricing struct {
 	// Table is the path of a price table file: LiteLLM's
@@ -384,6 +412,12 @@ func Default() Config {
 			MaxTracked:      10000,
 		},
 		Pricing:  Pricing{Table: ""},
+		Storage: Storage{
+			Retention:        720 * time.Hour,
+			Sync:             true,
+			MinFreeMiB:       64,
+			SnapshotInterval: 10 * time.Second,
+		},
 		Shutdown: Shutdown{GracePeriod: 15 * time.Second},
 		Log:      Log{Level: "info", Format: "json"},
 		Memory:   Memory{LimitMiB: memoryLimitMiB(memlimit.FromCgroup)},
@@ -408,6 +442,9 @@ func Load(path string) (Config, error) {
 		if *p != "" && !filepath.IsAbs(*p) {
 			*p = filepath.Join(filepath.Dir(path), *p)
 		}
+	}
+	if d := cfg.Storage.Directory; d != "" && !filepath.IsAbs(d) {
+		cfg.Storage.Directory = filepath.Join(filepath.Dir(path), d)
 	}
 	return cfg, nil
 }
@@ -453,6 +490,7 @@ func (c Config) Validate() error {
 		c.Exporters.Validate(),
 		c.Conversations.Validate(),
 		c.Pricing.Validate(),
+		c.Storage.Validate(),
 		c.Shutdown.Validate(),
 		c.Log.Validate(),
 		c.Memory.Validate(),
@@ -787,6 +825,24 @@ func checkFilePath(path, file string) error {
 		return mustf(path, "", "must be a file path, got %q", file)
 	}
 	return nil
+}
+
+// Validate reports the problems of the storage section.
+func (s Storage) Validate() error {
+	var errs []error
+	if strings.ContainsRune(s.Directory, 0) {
+		errs = append(errs, mustf("storage.directory", "", "must be a directory path, got %q", s.Directory))
+	}
+	if s.Retention < 0 {
+		errs = append(errs, mustf("storage.retention", "", "must be >= 0 (0 keeps conversations forever), got %s", s.Retention))
+	}
+	if s.MinFreeMiB < 0 {
+		errs = append(errs, mustf("storage.min_free_mib", "", "must be >= 0 (0 = no check), got %d", s.MinFreeMiB))
+	}
+	if s.SnapshotInterval <= 0 {
+		errs = append(errs, mustf("storage.snapshot_interval", "", "must be > 0, got %s", s.SnapshotInterval))
+	}
+	return errors.Join(errs...)
 }
 
 // Validate reports the problems of the shutdown section.

@@ -98,6 +98,7 @@ func TestParseGood(t *testing.T) {
 			c.Pricing.Table = "prices.yaml"
 			c.Pricing.Format = "agentmeter"
 			c.Pricing.Overrides = "overrides.yaml"
+			c.Storage = Storage{Directory: "/var/lib/agentmeter", Retention: 24 * time.Hour, Sync: false, SnapshotInterval: time.Minute}
 			c.Shutdown.GracePeriod = 90 * time.Second
 			c.Log = Log{Level: "debug", Format: "text"}
 			c.Memory.LimitMiB = 96
@@ -206,6 +207,11 @@ var garbage = map[string][]string{
 	"pricing.table":                        {"{a: 1}", "[a]", `"a\0b"`},
 	"pricing.format":                       {"{a: 1}", "yaml", "LiteLLM"},
 	"pricing.overrides":                    {"{a: 1}", "[a]", `"a\0b"`},
+	"storage.directory":                    {"{a: 1}", "[a]", `"a\0b"`},
+	"storage.retention":                    {"abc", "-1s", "30"},
+	"storage.sync":                         {"abc", "1", "yes"},
+	"storage.min_free_mib":                 {"abc", "-1", "1.5"},
+	"storage.snapshot_interval":            {"abc", "0s", "-1s"},
 	"shutdown.grace_period":                {"abc", "0s", "-1s"},
 	"log.level":                            {"{a: 1}", "INFO", "warning", `""`},
 	"log.format":                           {"{a: 1}", "JSON", "logfmt"},
@@ -366,6 +372,7 @@ func TestValidate(t *testing.T) {
 			"exporters.otlp.timeout must be > 0, got 0s",
 			"conversations.idle_expiry must be > 0, got 0s",
 			"conversations.max_tracked must be >= 1, got 0",
+			"storage.snapshot_interval must be > 0, got 0s",
 			"shutdown.grace_period must be > 0, got 0s",
 			`log.level must be one of debug, info, warn, error; got ""`,
 			`log.format must be json or text, got ""`,

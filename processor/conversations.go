@@ -73,6 +73,12 @@ type conversation struct {
 
 	// watchers are signalled (without blocking) on every change.
 	watchers []chan struct{}
+
+	// dirty: changed since its record was last stored (durable mode);
+	// version counts the changes, so that a snapshot knows whether what it
+	// wrote is still current.
+	dirty   bool
+	version uint64
 }
 
 // totalCost is reported + computed cost.

@@ -18,13 +18,14 @@ import (
 // ErrBadPageToken is returned by ListUsage for a page token it did not issue.
 var ErrBadPageToken = errors.New("page_token is not one this sidecar issued")
 
-// Usage returns the ledger entry of a tracked conversation. It is O(1): one
-// map lookup and a copy.
+// Usage returns the ledger entry of a conversation: tracked, or (durable
+// mode) stored, which tracks it again. It is O(1): a map lookup (or one
+// storage read) and a copy.
 func (p *Processor) Usage(id string) (*pb.ConversationUsage, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	c, ok := p.convs.byID[id]
-	if !ok {
+	c := p.lookup(id, 0)
+	if c == nil {
 		return nil, false
 	}
 	return c.usage(), true
@@ -155,8 +156,8 @@ func parseCursor(s string) (cursor, error) {
 func (p *Processor) Watch(id string) (changes <-chan struct{}, stop func(), ok bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	c, ok := p.convs.byID[id]
-	if !ok {
+	c := p.lookup(id, 0)
+	if c == nil {
 		return nil, nil, false
 	}
 	ch := make(chan struct{}, 1)

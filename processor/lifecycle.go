@@ -104,7 +104,7 @@ func (p *Processor) applyConversation(c *conversation, ce *pb.ConversationEvent,
 		p.life.closed[c.closeReason]++
 		p.life.closedTracked++
 		p.life.convCost.record(c.totalCost())
-		p.life.convTokens.record(float64(c.tokens[ledgerInput] + c.tokens[ledgerOutput]))
+		p.life.convTokens.record(float64(c.tokens[ledgerInput]) + float64(c.tokens[ledgerOutput]))
 		if c.state != pb.AgentState_AGENT_STATE_UNSPECIFIED {
 			p.status.conversations[c.statusKey]-- // a closed conversation is in no state
 		}

@@ -1,6 +1,7 @@
 package processor
 
 import (
+	"math"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -140,6 +141,13 @@ func (p *Processor) series(agent string, c *pb.LLMCall) *llmSeries {
 		responseModel: clone(k.responseModel),
 		agent:         clone(k.agent),
 	}
+	s := newSeriesFor(k)
+	p.llm[k] = s
+	return s
+}
+
+// newSeriesFor builds the series of key k, whose strings it keeps.
+func newSeriesFor(k llmKey) *llmSeries {
 	s := newLLMSeries(
 		catalog.AttrOperationName.String(k.operation),
 		catalog.AttrProviderName.String(k.provider),
@@ -148,8 +156,19 @@ func (p *Processor) series(agent string, c *pb.LLMCall) *llmSeries {
 		catalog.AttrAgentName.String(k.agent),
 	)
 	s.requestModel = k.requestModel
-	p.llm[k] = s
 	return s
+}
+
+// addTokens adds n tokens to *sum, holding the sum at math.MaxInt64 instead
+// of wrapping to a negative value (which Prometheus would read as a counter
+// reset); each sum held is counted. p.mu is held.
+func (p *Processor) addTokens(sum *int64, n int64) {
+	if n > 0 && *sum > math.MaxInt64-n {
+		*sum = math.MaxInt64
+		p.saturations++
+		return
+	}
+	*sum += n
 }
 
 func clone(s string) string {
@@ -166,11 +185,11 @@ func (p *Processor) applyLLMCall(conv *conversation, agent string, c *pb.LLMCall
 	s := p.series(agent, c)
 	prompt, completion := c.GetPromptTokens(), c.GetCompletionTokens()
 	cacheWrite := c.GetCacheWriteTokens() + c.GetCacheWrite_1HTokens()
-	s.tokens[tokInput] += prompt
-	s.tokens[tokOutput] += completion
-	s.tokens[tokCacheRead] += c.GetCacheReadTokens()
-	s.tokens[tokCacheWrite] += cacheWrite
-	s.tokens[tokReasoning] += c.GetReasoningTokens()
+	p.addTokens(&s.tokens[tokInput], prompt)
+	p.addTokens(&s.tokens[tokOutput], completion)
+	p.addTokens(&s.tokens[tokCacheRead], c.GetCacheReadTokens())
+	p.addTokens(&s.tokens[tokCacheWrite], cacheWrite)
+	p.addTokens(&s.tokens[tokReasoning], c.GetReasoningTokens())
 
 	// Cost: a reported cost wins over the price table; a call with
 	// neither is counted as unpriced, never priced at 0.
@@ -224,12 +243,12 @@ func (p *Processor) applyLLMCall(conv *conversation, agent string, c *pb.LLMCall
 	if failed {
 		conv.failed++
 	}
-	conv.tokens[ledgerInput] += prompt
-	conv.tokens[ledgerOutput] += completion
-	conv.tokens[ledgerCacheRead] += c.GetCacheReadTokens()
-	conv.tokens[ledgerCacheWrite] += c.GetCacheWriteTokens()
-	conv.tokens[ledgerCacheWrite1h] += c.GetCacheWrite_1HTokens()
-	conv.tokens[ledgerReasoning] += c.GetReasoningTokens()
+	p.addTokens(&conv.tokens[ledgerInput], prompt)
+	p.addTokens(&conv.tokens[ledgerOutput], completion)
+	p.addTokens(&conv.tokens[ledgerCacheRead], c.GetCacheReadTokens())
+	p.addTokens(&conv.tokens[ledgerCacheWrite], c.GetCacheWriteTokens())
+	p.addTokens(&conv.tokens[ledgerCacheWrite1h], c.GetCacheWrite_1HTokens())
+	p.addTokens(&conv.tokens[ledgerReasoning], c.GetReasoningTokens())
 	conv.contextWindow = max(conv.contextWindow, cw)
 	service := c.GetLlmService()
 	if service == "" {

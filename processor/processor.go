@@ -28,6 +28,7 @@ import (
 
 	"github.com/agentmeter/agentmeter/catalog"
 	pb "github.com/agentmeter/agentmeter/proto/agentmeter/v1"
+	"github.com/agentmeter/agentmeter/storage"
 )
 
 // Outcome is what became of one event.
@@ -60,8 +61,16 @@ type Result struct {
 type Consumer interface {
 	// Consume applies events in index order, as received at now, and sets
 	// results[i] to the outcome of events[i]. len(results) >= len(events).
-	Consume(ctx context.Context, events []*pb.Event, now time.Time, results []Result)
+	//
+	// It returns an error when the batch could not be stored (durable mode
+	// only): then none of its events was applied, results are undefined,
+	// and the whole batch may be retried. ErrStorageFull marks a full disk.
+	Consume(ctx context.Context, events []*pb.Event, now time.Time, results []Result) error
 }
+
+// ErrStorageFull is returned by Consume when the disk has no room for the
+// batch; retrying later can help.
+var ErrStorageFull = storage.ErrDiskFull
 
 // Config bounds the processor's memory.
 type Config struct {
@@ -86,6 +95,12 @@ type Config struct {
 	// DefaultMaxBudgetUSD is the budget of a conversation whose created
 	// event names none; nil = no budget.
 	DefaultMaxBudgetUSD *float64
+	// Retention is how long a stored conversation is kept after its last
+	// event (durable mode); 0 = forever.
+	Retention time.Duration
+	// SnapshotInterval is the longest time between two snapshots of the
+	// state (durable mode); 0 = 10s.
+	SnapshotInterval time.Duration
 }
 
 // Deps are the processor's collaborators.
@@ -93,6 +108,9 @@ type Deps struct {
 	Logger *slog.Logger
 	// Pricer prices calls sent without a cost; nil = none are priced.
 	Pricer Pricer
+	// Store makes the state durable: New restores it from there, and
+	// Consume returns once a batch is stored. nil = memory only.
+	Store *storage.Store
 }
 
 // Processor de-duplicates and aggregates events. Safe for concurrent use.
@@ -112,6 +130,9 @@ type Processor struct {
 	convs         *conversations
 	status        statusTable
 	life          lifecycle
+	saturations   int64
+
+	durableState
 
 	stop     chan struct{}
 	done     chan struct{}
@@ -149,8 +170,27 @@ func New(cfg Config, deps Deps) (*Processor, error) {
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
 	}
+	if deps.Store != nil {
+		now := time.Now().UnixNano()
+		p.store = deps.Store
+		p.start = deps.Store.Start()
+		p.dedupe = nil
+		p.dd = newDurableDedupe(cfg.DedupeWindow, cfg.DedupeMaxIDs, deps.Store.Seed(), now)
+		p.turnCond = sync.NewCond(&p.turnMu)
+		p.evicted = make(map[string]*conversation)
+		p.snapshotEvery = snapshotEvents
+		p.snapshotNow = make(chan struct{}, 1)
+		p.snapshotDone = make(chan struct{})
+		if err := p.restore(now); err != nil {
+			return nil, fmt.Errorf("restore state from storage: %w", err)
+		}
+	}
 	return p, nil
 }
+
+// snapshotEvents is the number of events applied after which a snapshot is
+// taken before its interval is over, bounding the replay at a restart.
+const snapshotEvents = 200_000
 
 // Start runs the idle-expiry sweep until Shutdown.
 func (p *Processor) Start(_ context.Context) error {
@@ -167,6 +207,13 @@ func (p *Processor) Start(_ context.Context) error {
 	}
 	interval := min(max(period/10, 100*time.Millisecond), 10*time.Second)
 	go p.sweepLoop(interval)
+	if p.store != nil {
+		snap := p.cfg.SnapshotInterval
+		if snap <= 0 {
+			snap = 10 * time.Second
+		}
+		go p.snapshotLoop(snap)
+	}
 	return nil
 }
 
@@ -204,20 +251,37 @@ func (p *Processor) Shutdown(ctx context.Context) error {
 	p.shutdown = true
 	started := p.started
 	p.mu.Unlock()
+	if p.store != nil {
+		p.dmu.Lock()
+		p.stopped = true
+		p.dmu.Unlock()
+	}
 	if !started {
 		return nil
 	}
 	close(p.stop)
-	select {
-	case <-p.done:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("processor shutdown: %w", ctx.Err())
+	for _, done := range []chan struct{}{p.done, p.snapshotDone} {
+		if done == nil {
+			continue
+		}
+		select {
+		case <-done:
+		case <-ctx.Done():
+			return fmt.Errorf("processor shutdown: %w", ctx.Err())
+		}
 	}
+	// A last snapshot makes the next start quick.
+	if err := p.Snapshot(); err != nil {
+		return fmt.Errorf("processor shutdown: %w", err)
+	}
+	return nil
 }
 
 // Consume implements Consumer.
-func (p *Processor) Consume(_ context.Context, events []*pb.Event, now time.Time, results []Result) {
+func (p *Processor) Consume(ctx context.Context, events []*pb.Event, now time.Time, results []Result) error {
+	if p.store != nil {
+		return p.consumeDurable(ctx, events, now, results)
+	}
 	nowNano := now.UnixNano()
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -231,6 +295,7 @@ func (p *Processor) Consume(_ context.Context, events []*pb.Event, now time.Time
 		}
 		results[i] = p.apply(ev, nowNano)
 	}
+	return nil
 }
 
 // apply aggregates one new event. p.mu is held.
@@ -263,6 +328,10 @@ func (p *Processor) apply(ev *pb.Event, now int64) Result {
 		c.noteEvent(ev, now)
 		c.changed()
 	}
+	if c != nil {
+		c.dirty = true
+		c.version++
+	}
 	return res
 }
 
@@ -279,6 +348,14 @@ func eventTime(ev *pb.Event, now int64) time.Time {
 // (an event for a conversation never seen created is not an error: the
 // sidecar may have restarted). p.mu is held.
 func (p *Processor) track(id string, now int64) *conversation {
+	if c, ok := p.convs.byID[id]; ok {
+		c.lastSeen = now
+		p.convs.lru.MoveToFront(c.elem)
+		return c
+	}
+	if c := p.lookup(id, now); c != nil { // tracked again, in front
+		return c
+	}
 	c := p.convs.touch(id, now, p.forget)
 	if c.firstEvent == 0 { // new
 		if b := p.cfg.DefaultMaxBudgetUSD; b != nil {
@@ -314,6 +391,9 @@ func (p *Processor) forget(c *conversation, reason evictReason) {
 		p.status.conversations[c.statusKey]--
 	}
 	p.convs.evicted[reason]++
+	if p.store != nil {
+		p.evicted[c.id] = c // until the next snapshot has written it
+	}
 }
 
 // stateNames are the label values of AgentState: the lowercase OpenHands names.

@@ -108,6 +108,8 @@ func (p *Processor) Produce(context.Context) ([]metricdata.ScopeMetrics, error) 
 	}
 	overflow := metricdata.Sum[int64]{Temporality: metricdata.CumulativeTemporality, IsMonotonic: true,
 		DataPoints: []metricdata.DataPoint[int64]{{StartTime: start, Time: now, Value: p.overflowCalls}}}
+	saturations := metricdata.Sum[int64]{Temporality: metricdata.CumulativeTemporality, IsMonotonic: true,
+		DataPoints: []metricdata.DataPoint[int64]{{StartTime: start, Time: now, Value: p.saturations}}}
 	evicted := metricdata.Sum[int64]{Temporality: metricdata.CumulativeTemporality, IsMonotonic: true}
 	for r := range numEvictReasons {
 		evicted.DataPoints = append(evicted.DataPoints, metricdata.DataPoint[int64]{
@@ -150,6 +152,7 @@ func (p *Processor) Produce(context.Context) ([]metricdata.ScopeMetrics, error) 
 		m(catalog.ConversationTokens, life.convTokens),
 		m(catalog.RuntimeFaults, life.faults),
 		m(catalog.BudgetCrossings, life.crossings),
+		m(catalog.TokenSaturations, saturations),
 	}
 	// A metric with no data point yet is left out, as the SDK does for its
 	// own instruments: OTLP receivers warn about empty metrics.

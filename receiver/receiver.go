@@ -294,7 +294,12 @@ func (r *Receiver) apply(ctx context.Context, req *pb.RecordRequest, decodeIssue
 			sc.results = make([]processor.Result, n)
 		}
 		results := sc.results[:n]
-		r.consumer.Consume(ctx, sc.valid, now, results)
+		if err := r.consumer.Consume(ctx, sc.valid, now, results); err != nil {
+			clear(results)
+			clear(sc.valid)
+			r.scratch.Put(sc)
+			return nil, storeError(err)
+		}
 		var tally [numEventTypes][2]int64
 		validatorRejections := len(resp.Rejected)
 		for i, res := range results {
@@ -326,6 +331,16 @@ func (r *Receiver) apply(ctx context.Context, req *pb.RecordRequest, decodeIssue
 	clear(sc.valid) // drop the references to the request's events
 	r.scratch.Put(sc)
 	return resp, nil
+}
+
+// storeError is the status of a batch the processor could not store:
+// nothing of it was applied, and the client should send it again later.
+func storeError(err error) error {
+	if errors.Is(err, processor.ErrStorageFull) {
+		return status.Error(codes.ResourceExhausted,
+			"agentmeter's storage is full: nothing of this batch was stored; retry later")
+	}
+	return status.Errorf(codes.Unavailable, "agentmeter could not store this batch, nothing of it was applied; retry: %v", err)
 }
 
 // reject lists event i of the request as rejected and counts it.

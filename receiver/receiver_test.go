@@ -31,9 +31,14 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 type recorder struct {
 	seen    map[string]bool
 	applied []string
+	// fail, when set, is returned for every batch (a storage failure).
+	fail error
 }
 
-func (r *recorder) Consume(_ context.Context, events []*pb.Event, _ time.Time, results []processor.Result) {
+func (r *recorder) Consume(_ context.Context, events []*pb.Event, _ time.Time, results []processor.Result) error {
+	if r.fail != nil {
+		return r.fail
+	}
 	for i, ev := range events {
 		if r.seen[ev.GetEventId()] {
 			results[i] = processor.Result{Outcome: processor.Duplicate}
@@ -46,6 +51,7 @@ func (r *recorder) Consume(_ context.Context, events []*pb.Event, _ time.Time, r
 		r.seen[ev.GetEventId()] = true
 		r.applied = append(r.applied, ev.GetEventId())
 	}
+	return nil
 }
 
 type fixture struct {

@@ -34,6 +34,7 @@ import (
 	"github.com/agentmeter/agentmeter/processor"
 	pb "github.com/agentmeter/agentmeter/proto/agentmeter/v1"
 	"github.com/agentmeter/agentmeter/receiver"
+	"github.com/agentmeter/agentmeter/storage"
 	"github.com/agentmeter/agentmeter/usage"
 )
 
@@ -205,6 +206,25 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, listen list
 		return fmt.Errorf("load pricing.table: %w", err)
 	}
 	built = append(built, step{"pricing", prices})
+	var store *storage.Store
+	if dir := cfg.Storage.Directory; dir != "" {
+		t := time.Now()
+		store, err = storage.Open(storage.Config{
+			Directory:    dir,
+			MinFreeBytes: uint64(cfg.Storage.MinFreeMiB) << 20,
+			NoSync:       !cfg.Storage.Sync,
+		}, log)
+		if err != nil {
+			return err
+		}
+		// Closed last: the processor's shutdown writes a final snapshot.
+		defer func() {
+			if err := store.Close(); err != nil {
+				log.Error("close storage", "err", err)
+			}
+		}()
+		log.Info("storage opened", "directory", dir, "took", time.Since(t).String())
+	}
 	proc, err := processor.New(processor.Config{
 		DedupeWindow:        cfg.Receiver.DedupeWindow,
 		DedupeMaxIDs:        cfg.Receiver.DedupeMaxIDs,
@@ -212,7 +232,9 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, listen list
 		MaxTracked:          cfg.Conversations.MaxTracked,
 		ClosedRetention:     cfg.Conversations.ClosedRetention,
 		DefaultMaxBudgetUSD: cfg.Conversations.DefaultMaxBudgetUSD,
-	}, processor.Deps{Logger: log, Pricer: prices})
+		Retention:           cfg.Storage.Retention,
+		SnapshotInterval:    cfg.Storage.SnapshotInterval,
+	}, processor.Deps{Logger: log, Pricer: prices, Store: store})
 	if err != nil {
 		return err
 	}
@@ -226,6 +248,11 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, listen list
 	meter := exp.MeterProvider().Meter(catalog.ScopeName)
 	if err := prices.RegisterMetrics(meter); err != nil {
 		return err
+	}
+	if store != nil {
+		if err := store.RegisterMetrics(meter); err != nil {
+			return err
+		}
 	}
 	// The in-flight bounds are sized from memory.limit_mib.
 	memMiB := cfg.Memory.LimitMiB

@@ -1,0 +1,557 @@
+package processor
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/cespare/xxhash/v2"
+	"google.golang.org/protobuf/proto"
+
+	pb "github.com/agentmeter/agentmeter/proto/agentmeter/v1"
+	"github.com/agentmeter/agentmeter/storage"
+)
+
+// Durable mode (Deps.Store set). A batch goes through four steps:
+//
+//  1. reserve: under dmu, each event id is looked up (memory, then disk when
+//     memory does not hold the whole window) and the new ones are reserved
+//     as pending for this batch, which gets the next log sequence number. A
+//     batch meeting an id pending in another batch waits for that one to
+//     end, then looks again: it is a duplicate only if the other was stored.
+//  2. write: the new events and their ids go to storage in one synced
+//     batch; concurrent batches share the fsync (group commit).
+//  3. apply: in sequence order (the order of the log, so that a replay
+//     after a crash rebuilds the same state), under mu.
+//  4. release: the ids become committed, or, when the write failed, are
+//     forgotten, and nothing was applied: the client's retry is not a
+//     duplicate.
+//
+// The receiver acknowledges after Consume returns nil, so every
+// acknowledged event is on disk. A crash between write and acknowledgement
+// leaves an event stored but unacknowledged: its resend is a duplicate.
+//
+// Restart = the last snapshot (aggregate totals and the list of conversations
+// in memory) + a replay of the log entries after it. Conversations are stored
+// one record each, written by snapshots; between two snapshots, those dropped
+// from memory wait in p.evicted, so that the records on disk always match the
+// snapshot the log is replayed onto.
+
+// errStopped is returned for batches after Shutdown.
+var errStopped = errors.New("processor: shut down")
+
+// inflight is a batch between reserve and release.
+type inflight struct {
+	done chan struct{}
+}
+
+// memGen is the memory copy of one dedupe generation's ids.
+type memGen struct {
+	gen int64
+	ids map[uint64]struct{}
+	// complete: ids holds every id of gen stored so far, so a miss needs no
+	// disk lookup.
+	complete bool
+}
+
+// durableDedupe finds the ids of the dedupe window in storage, with the
+// most recent of them in memory. Ids are kept in generations of one window:
+// an id is remembered for at least the window and at most twice that. The
+// hash is keyed by a random seed kept in the store. Guarded by
+// Processor.dmu.
+type durableDedupe struct {
+	window  int64
+	memMax  int
+	seed    uint64
+	digest  *xxhash.Digest
+	gens    [2]memGen
+	pending map[uint64]*inflight
+	dropped int64 // disk generations before this one are deleted
+}
+
+func newDurableDedupe(window time.Duration, maxIDs int, seed uint64, now int64) *durableDedupe {
+	if window <= 0 {
+		return nil
+	}
+	d := &durableDedupe{
+		window:  int64(window),
+		memMax:  max(maxIDs/2, 1),
+		seed:    seed,
+		digest:  xxhash.NewWithSeed(seed),
+		pending: make(map[uint64]*inflight),
+	}
+	// After a restart the disk holds ids the memory does not.
+	g := d.gen(now)
+	for _, gg := range []int64{g - 1, g} {
+		d.gens[gg&1] = memGen{gen: gg, ids: make(map[uint64]struct{}), complete: false}
+	}
+	return d
+}
+
+func (d *durableDedupe) gen(now int64) int64 { return now / d.window }
+
+func (d *durableDedupe) hash(id string) uint64 {
+	d.digest.ResetWithSeed(d.seed)
+	_, _ = d.digest.WriteString(id)
+	return d.digest.Sum64()
+}
+
+// slot returns the memory generation gen, starting it when it is newer than
+// the one in its slot; nil when gen is older than what memory holds.
+func (d *durableDedupe) slot(gen int64, store *storage.Store) *memGen {
+	m := &d.gens[gen&1]
+	switch {
+	case m.gen == gen:
+		return m
+	case m.gen > gen:
+		return nil
+	}
+	m.gen, m.complete = gen, true
+	clear(m.ids)
+	if gen-1 > d.dropped {
+		// Both slots now hold gen-1 or newer: older disk generations expired.
+		if err := store.DropGenerationsBefore(gen - 1); err == nil {
+			d.dropped = gen - 1
+		}
+	}
+	return m
+}
+
+// seen reports whether hash h was stored in generation gen or the one before.
+func (d *durableDedupe) seen(h uint64, gen int64, store *storage.Store) (bool, error) {
+	for _, g := range [2]int64{gen, gen - 1} {
+		if m := d.slot(g, store); m != nil {
+			if _, ok := m.ids[h]; ok {
+				return true, nil
+			}
+			if m.complete {
+				continue
+			}
+		}
+		ok, err := store.HasID(g, h)
+		if err != nil || ok {
+			return ok, err
+		}
+	}
+	return false, nil
+}
+
+// commit moves the batch's pending ids to memory generation gen.
+func (d *durableDedupe) commit(hashes []uint64, gen int64, store *storage.Store) {
+	m := d.slot(gen, store)
+	for _, h := range hashes {
+		delete(d.pending, h)
+		if m == nil {
+			continue
+		}
+		if len(m.ids) >= d.memMax {
+			m.complete = false // the rest is on disk only
+			continue
+		}
+		m.ids[h] = struct{}{}
+	}
+}
+
+// release forgets the batch's pending ids.
+func (d *durableDedupe) release(hashes []uint64) {
+	for _, h := range hashes {
+		delete(d.pending, h)
+	}
+}
+
+// durableBatch is one Consume call in durable mode.
+type durableBatch struct {
+	inflight
+	seq    uint64
+	gen    int64
+	newIdx []int
+	hashes []uint64
+}
+
+// consumeDurable is Consume in durable mode.
+func (p *Processor) consumeDurable(_ context.Context, events []*pb.Event, now time.Time, results []Result) error {
+	nowNano := now.UnixNano()
+	b, err := p.reserve(events, nowNano, results)
+	if err != nil || b == nil {
+		return err
+	}
+	err = p.write(b, events, nowNano)
+
+	p.waitTurn(b.seq)
+	defer p.endTurn(b.seq)
+	if err == nil {
+		p.mu.Lock()
+		for _, i := range b.newIdx {
+			results[i] = p.apply(events[i], nowNano)
+		}
+		p.appliedSeq = b.seq
+		p.sinceSnapshot++
+		wantSnapshot := p.sinceSnapshot >= p.snapshotEvery || len(p.evicted) >= p.cfg.MaxTracked
+		p.mu.Unlock()
+		if wantSnapshot {
+			select {
+			case p.snapshotNow <- struct{}{}:
+			default:
+			}
+		}
+	}
+	p.dmu.Lock()
+	if p.dd != nil {
+		if err == nil {
+			p.dd.commit(b.hashes, b.gen, p.store)
+		} else {
+			p.dd.release(b.hashes)
+		}
+	}
+	close(b.done)
+	p.dmu.Unlock()
+	return err
+}
+
+// reserve classifies the events' ids (duplicates get their result now) and
+// returns the batch of the new ones, with its sequence number; nil when
+// there is none.
+func (p *Processor) reserve(events []*pb.Event, now int64, results []Result) (*durableBatch, error) {
+	b := &durableBatch{inflight: inflight{done: make(chan struct{})}}
+	for {
+		p.dmu.Lock()
+		if p.stopped {
+			p.dmu.Unlock()
+			return nil, errStopped
+		}
+		wait, err := p.classify(b, events, now, results)
+		if err != nil || wait != nil {
+			if p.dd != nil {
+				p.dd.release(b.hashes)
+			}
+			p.dmu.Unlock()
+			if err != nil {
+				return nil, err
+			}
+			<-wait // the other batch ends, stored or not: look again
+			continue
+		}
+		if len(b.newIdx) == 0 {
+			p.dmu.Unlock()
+			return nil, nil
+		}
+		b.seq = p.nextSeq
+		p.nextSeq++
+		p.dmu.Unlock()
+		return b, nil
+	}
+}
+
+// classify is one pass of reserve. p.dmu is held.
+func (p *Processor) classify(b *durableBatch, events []*pb.Event, now int64, results []Result) (<-chan struct{}, error) {
+	b.newIdx, b.hashes = b.newIdx[:0], b.hashes[:0]
+	d := p.dd
+	if d == nil { // no de-duplication
+		for i := range events {
+			b.newIdx = append(b.newIdx, i)
+		}
+		return nil, nil
+	}
+	b.gen = d.gen(now)
+	for i, ev := range events {
+		h := d.hash(ev.GetEventId())
+		if other, ok := d.pending[h]; ok {
+			if other == &b.inflight { // twice in this batch
+				results[i] = Result{Outcome: Duplicate}
+				continue
+			}
+			return other.done, nil
+		}
+		dup, err := d.seen(h, b.gen, p.store)
+		if err != nil {
+			return nil, err
+		}
+		if dup {
+			results[i] = Result{Outcome: Duplicate}
+			continue
+		}
+		d.pending[h] = &b.inflight
+		b.newIdx = append(b.newIdx, i)
+		b.hashes = append(b.hashes, h)
+	}
+	return nil, nil
+}
+
+// write stores the batch's new events: receipt time, then a RecordRequest.
+func (p *Processor) write(b *durableBatch, events []*pb.Event, now int64) error {
+	req := &pb.RecordRequest{Events: make([]*pb.Event, len(b.newIdx))}
+	for j, i := range b.newIdx {
+		req.Events[j] = events[i]
+	}
+	buf := binary.BigEndian.AppendUint64(make([]byte, 0, 8+proto.Size(req)), uint64(now))
+	buf, err := proto.MarshalOptions{}.MarshalAppend(buf, req)
+	if err != nil {
+		return fmt.Errorf("encode batch for storage: %w", err)
+	}
+	return p.store.Commit(b.seq, buf, b.gen, b.hashes)
+}
+
+// waitTurn blocks until every batch before seq was applied or failed.
+func (p *Processor) waitTurn(seq uint64) {
+	p.turnMu.Lock()
+	for p.turn != seq {
+		p.turnCond.Wait()
+	}
+	p.turnMu.Unlock()
+}
+
+func (p *Processor) endTurn(seq uint64) {
+	p.turnMu.Lock()
+	p.turn = seq + 1
+	p.turnCond.Broadcast()
+	p.turnMu.Unlock()
+}
+
+// restore rebuilds the state from the store: snapshot, then log replay.
+func (p *Processor) restore(now int64) error {
+	seq, agg, ok, err := p.store.LoadSnapshot()
+	if err != nil {
+		return err
+	}
+	if ok {
+		err := p.restoreAggregate(agg, func(id string) (*conversation, error) {
+			rec, ok, err := p.store.Conversation(id)
+			if err != nil || !ok {
+				return nil, err
+			}
+			return p.decodeConversation(rec)
+		})
+		if err != nil {
+			return err
+		}
+	}
+	last, replayed := seq, 0
+	err = p.store.Replay(seq, func(s uint64, entry []byte) error {
+		if len(entry) < 8 {
+			return fmt.Errorf("storage log entry %d is damaged", s)
+		}
+		at := int64(binary.BigEndian.Uint64(entry))
+		var req pb.RecordRequest
+		if err := proto.Unmarshal(entry[8:], &req); err != nil {
+			return fmt.Errorf("decode storage log entry %d: %w", s, err)
+		}
+		for _, ev := range req.GetEvents() {
+			p.apply(ev, at)
+			replayed++
+		}
+		last = s
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	p.nextSeq, p.turn, p.appliedSeq = last+1, last+1, last
+	p.sinceSnapshot = replayed
+	p.log.Info("state restored from storage", "snapshot_seq", seq, "replayed_events", replayed,
+		"conversations", len(p.convs.byID))
+	return nil
+}
+
+// lookup returns conversation id from memory, from those dropped since the
+// last snapshot, or from storage; the two last are tracked again. nil when
+// it is nowhere. p.mu is held.
+func (p *Processor) lookup(id string, now int64) *conversation {
+	if c, ok := p.convs.byID[id]; ok {
+		return c
+	}
+	if p.store == nil {
+		return nil
+	}
+	c, ok := p.evicted[id]
+	if ok {
+		delete(p.evicted, id)
+	} else {
+		rec, found, err := p.store.Conversation(id)
+		if err != nil {
+			p.log.Error("read stored conversation", "conversation_id", id, "err", err)
+			return nil
+		}
+		if !found {
+			return nil
+		}
+		if c, err = p.decodeConversation(rec); err != nil {
+			p.log.Error("read stored conversation", "conversation_id", id, "err", err)
+			return nil
+		}
+	}
+	c.removed, c.dirty = false, true
+	c.lastSeen = max(c.lastSeen, now)
+	p.insert(c)
+	if c.closed {
+		p.convs.closed = append(p.convs.closed, c)
+	}
+	return c
+}
+
+// insert tracks a stored conversation again, within the bound, and counts it
+// in the gauges. p.mu is held.
+func (p *Processor) insert(c *conversation) {
+	if len(p.convs.byID) >= p.convs.max {
+		p.convs.remove(p.convs.lru.Back().Value.(*conversation), evictCapacity, p.forget)
+	}
+	c.elem = p.convs.lru.PushFront(c)
+	p.convs.byID[c.id] = c
+	if c.closed {
+		p.life.closedTracked++
+	} else if c.state != pb.AgentState_AGENT_STATE_UNSPECIFIED {
+		p.status.conversations[c.statusKey]++
+	}
+}
+
+// snapshotLoop writes a snapshot every interval, or sooner when the log or
+// the dropped conversations grew, and runs the retention pass.
+func (p *Processor) snapshotLoop(interval time.Duration) {
+	defer close(p.snapshotDone)
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	lastRetention := time.Now()
+	for {
+		select {
+		case <-p.stop:
+			return
+		case <-t.C:
+		case <-p.snapshotNow:
+		}
+		if err := p.Snapshot(); err != nil {
+			p.log.Error("write storage snapshot", "err", err)
+		}
+		if r := p.cfg.Retention; r > 0 && time.Since(lastRetention) >= min(r/10, time.Hour) {
+			lastRetention = time.Now()
+			if err := p.expireStored(time.Now().Add(-r).UnixNano()); err != nil {
+				p.log.Error("storage retention pass", "err", err)
+			}
+		}
+	}
+}
+
+// Snapshot writes the aggregate state and the changed conversations, and
+// drops the log they cover. Durable mode only; a no-op otherwise.
+func (p *Processor) Snapshot() error {
+	if p.store == nil {
+		return nil
+	}
+	p.snapMu.Lock()
+	defer p.snapMu.Unlock()
+	type written struct {
+		c   *conversation
+		ver uint64
+	}
+	var done []written
+	p.mu.Lock()
+	seq := p.appliedSeq
+	agg, err := p.saveAggregate()
+	if err != nil {
+		p.mu.Unlock()
+		return err
+	}
+	convs := make(map[string][]byte)
+	add := func(c *conversation) error {
+		rec, err := encodeConversation(c)
+		if err != nil {
+			return err
+		}
+		convs[c.id] = rec
+		done = append(done, written{c, c.version})
+		return nil
+	}
+	for _, c := range p.convs.byID {
+		if c.dirty {
+			if err := add(c); err != nil {
+				p.mu.Unlock()
+				return err
+			}
+		}
+	}
+	for _, c := range p.evicted {
+		if err := add(c); err != nil {
+			p.mu.Unlock()
+			return err
+		}
+	}
+	written0 := p.sinceSnapshot
+	p.mu.Unlock()
+
+	if err := p.store.WriteSnapshot(storage.Snapshot{Seq: seq, Aggregate: agg, Conversations: convs}); err != nil {
+		return err
+	}
+	p.mu.Lock()
+	for _, w := range done {
+		if w.c.version != w.ver {
+			continue // changed since: still dirty
+		}
+		w.c.dirty = false
+		if e, ok := p.evicted[w.c.id]; ok && e == w.c {
+			delete(p.evicted, w.c.id)
+		}
+	}
+	p.sinceSnapshot -= written0
+	p.mu.Unlock()
+	return nil
+}
+
+// expireStored deletes the stored conversations last seen before cutoff
+// that are neither in memory nor waiting for a snapshot.
+func (p *Processor) expireStored(cutoff int64) error {
+	var ids []string
+	err := p.store.ScanConversations(func(id string, rec []byte) error {
+		if seen, ok := recordLastSeen(rec); ok && seen < cutoff {
+			ids = append(ids, id)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	keep := ids[:0]
+	for _, id := range ids {
+		_, inMemory := p.convs.byID[id]
+		_, waiting := p.evicted[id]
+		if !inMemory && !waiting {
+			keep = append(keep, id)
+		}
+	}
+	p.expiredStored += int64(len(keep))
+	return p.store.DeleteConversations(keep)
+}
+
+// durableState is the part of the processor only durable mode uses.
+type durableState struct {
+	store *storage.Store
+
+	// dmu guards dd, nextSeq and stopped.
+	dmu     sync.Mutex
+	dd      *durableDedupe
+	nextSeq uint64
+	stopped bool
+
+	// turnMu guards turn, the sequence number of the next batch to apply.
+	turnMu   sync.Mutex
+	turnCond *sync.Cond
+	turn     uint64
+
+	// Guarded by Processor.mu: the last batch applied, the events applied
+	// since the last snapshot, the conversations dropped from memory since
+	// then, and the stored ones deleted by retention.
+	appliedSeq    uint64
+	sinceSnapshot int
+	snapshotEvery int
+	evicted       map[string]*conversation
+	expiredStored int64
+
+	snapMu       sync.Mutex // one snapshot at a time
+	snapshotNow  chan struct{}
+	snapshotDone chan struct{}
+}

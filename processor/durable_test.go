@@ -1,0 +1,333 @@
+package processor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"testing"
+	"time"
+
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata/metricdatatest"
+	"google.golang.org/protobuf/proto"
+
+	pb "github.com/agentmeter/agentmeter/proto/agentmeter/v1"
+	"github.com/agentmeter/agentmeter/storage"
+)
+
+// durable is a processor on a store in dir, restarted at will.
+type durable struct {
+	t     *testing.T
+	dir   string
+	cfg   Config
+	minFB uint64
+	store *storage.Store
+	p     *Processor
+}
+
+func newDurable(t *testing.T, cfg Config) *durable {
+	t.Helper()
+	if cfg.IdleExpiry == 0 {
+		cfg.IdleExpiry = time.Hour
+	}
+	if cfg.MaxTracked == 0 {
+		cfg.MaxTracked = 100
+	}
+	if cfg.DedupeMaxIDs == 0 {
+		cfg.DedupeMaxIDs = 1000
+	}
+	d := &durable{t: t, dir: t.TempDir(), cfg: cfg}
+	d.open()
+	t.Cleanup(func() {
+		if d.store != nil {
+			_ = d.store.Close()
+		}
+	})
+	return d
+}
+
+func (d *durable) open() {
+	d.t.Helper()
+	s, err := storage.Open(storage.Config{Directory: d.dir, MinFreeBytes: d.minFB}, nil)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	p, err := New(d.cfg, Deps{Store: s, Pricer: fixedPricer})
+	if err != nil {
+		_ = s.Close()
+		d.t.Fatal(err)
+	}
+	d.store, d.p = s, p
+}
+
+// crash drops the processor without a shutdown (no final snapshot) and
+// reopens the store, as a kill -9 would.
+func (d *durable) crash() {
+	d.t.Helper()
+	if err := d.store.Close(); err != nil {
+		d.t.Fatal(err)
+	}
+	d.store = nil
+	d.open()
+}
+
+func (d *durable) consume(events ...*pb.Event) ([]Result, error) {
+	res := make([]Result, len(events))
+	err := d.p.Consume(context.Background(), events, time.Now(), res)
+	return res, err
+}
+
+func (d *durable) mustConsume(events ...*pb.Event) []Result {
+	d.t.Helper()
+	res, err := d.consume(events...)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	return res
+}
+
+func (d *durable) produce() metricdata.ScopeMetrics {
+	d.t.Helper()
+	sm, err := d.p.Produce(context.Background())
+	if err != nil || len(sm) != 1 {
+		d.t.Fatalf("Produce: %v, %d scopes", err, len(sm))
+	}
+	return sm[0]
+}
+
+func usd(v float64) *float64 { return &v }
+
+// workload is a mix of every kind of event over a few conversations.
+func workload(prefix string, n int) []*pb.Event {
+	var evs []*pb.Event
+	for i := range n {
+		conv := fmt.Sprintf("conv-%d", i%7)
+		id := fmt.Sprintf("%s-%d", prefix, i)
+		switch i % 10 {
+		case 0:
+			evs = append(evs, created(id, conv, usd(0.05)))
+		case 1:
+			evs = append(evs, status(id, conv, pb.AgentState(1+i%3)))
+		case 9:
+			evs = append(evs, closed(id, conv, pb.CloseReason_CLOSE_REASON_USER))
+		default:
+			evs = append(evs, llm(id, conv, func(c *pb.LLMCall) {
+				c.RequestModel = fmt.Sprintf("m-%d", i%3)
+				if i%4 == 0 {
+					c.CostUsd, c.Provider = nil, "priced"
+				}
+			}))
+		}
+	}
+	return evs
+}
+
+func TestDurableRestoresState(t *testing.T) {
+	for _, snapshot := range []bool{false, true} {
+		t.Run(fmt.Sprintf("snapshot=%v", snapshot), func(t *testing.T) {
+			d := newDurable(t, Config{DedupeWindow: time.Hour, MaxTracked: 4})
+			evs := workload("a", 300)
+			for i := 0; i < len(evs); i += 25 {
+				d.mustConsume(evs[i : i+25]...)
+				if snapshot && i == 100 {
+					if err := d.p.Snapshot(); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			want := d.produce()
+			wantUsage := map[string]*pb.ConversationUsage{}
+			for i := range 7 {
+				id := fmt.Sprintf("conv-%d", i)
+				u, ok := d.p.Usage(id)
+				if !ok {
+					t.Fatalf("%s not found before the restart", id)
+				}
+				wantUsage[id] = u
+			}
+			start := d.p.start
+
+			d.crash()
+			if !d.p.start.Equal(start) {
+				t.Errorf("start time %v after the restart, was %v", d.p.start, start)
+			}
+			for id, w := range wantUsage {
+				u, ok := d.p.Usage(id)
+				if !ok {
+					t.Errorf("%s not found after the restart", id)
+					continue
+				}
+				if !proto.Equal(u, w) {
+					t.Errorf("%s after the restart:\n%v\nwant\n%v", id, u, w)
+				}
+			}
+			got := d.produce()
+			// Which conversations are in memory differs (Usage above
+			// reloaded some): leave the gauges of tracked conversations out.
+			metricdatatest.AssertEqual(t, dropGauges(want), dropGauges(got), metricdatatest.IgnoreTimestamp())
+
+			// Every id is remembered across the restart.
+			res := d.mustConsume(evs[:50]...)
+			for i, r := range res {
+				if r.Outcome != Duplicate {
+					t.Fatalf("event %d resent after the restart: outcome %v, want duplicate", i, r.Outcome)
+				}
+			}
+		})
+	}
+}
+
+func dropGauges(sm metricdata.ScopeMetrics) metricdata.ScopeMetrics {
+	out := sm
+	out.Metrics = nil
+	for _, m := range sm.Metrics {
+		if _, gauge := m.Data.(metricdata.Gauge[int64]); gauge {
+			continue
+		}
+		if m.Name == "agentmeter.processor.conversations_evicted" {
+			continue // sweeps and reloads are not replayed
+		}
+		out.Metrics = append(out.Metrics, m)
+	}
+	return out
+}
+
+// TestDurableBudgetSurvivesEviction is the $1 budget evicted by 10,000
+// other conversations: with storage its next calls still see the budget.
+func TestDurableBudgetSurvivesEviction(t *testing.T) {
+	d := newDurable(t, Config{DedupeWindow: time.Hour, MaxTracked: 10})
+	d.mustConsume(created("c", "budgeted", usd(1)))
+	d.mustConsume(llm("l1", "budgeted", func(c *pb.LLMCall) { c.CostUsd = proto.Float64(0.75) }))
+	var others []*pb.Event
+	for i := range 1000 {
+		others = append(others, llm(fmt.Sprintf("o%d", i), fmt.Sprintf("other-%d", i), nil))
+	}
+	d.mustConsume(others...)
+	if _, ok := d.p.convs.byID["budgeted"]; ok {
+		t.Fatal("the budgeted conversation is still in memory: the test evicts nothing")
+	}
+	d.mustConsume(llm("l2", "budgeted", func(c *pb.LLMCall) { c.CostUsd = proto.Float64(0.5) }))
+	u, ok := d.p.Usage("budgeted")
+	if !ok {
+		t.Fatal("budgeted conversation not found")
+	}
+	if u.MaxBudgetUsd == nil || *u.MaxBudgetUsd != 1 || !u.BudgetExceeded || u.CostUsd != 1.25 || u.Calls != 2 {
+		t.Errorf("after eviction: budget %v, exceeded %v, cost %v, calls %d; want 1, true, 1.25, 2",
+			u.MaxBudgetUsd, u.BudgetExceeded, u.CostUsd, u.Calls)
+	}
+	// And across a restart, with it evicted again.
+	d.mustConsume(others[:20]...) // duplicates, but they touch nothing
+	d.crash()
+	u, ok = d.p.Usage("budgeted")
+	if !ok || u.CostUsd != 1.25 || !u.BudgetExceeded {
+		t.Errorf("after a restart: %v", u)
+	}
+}
+
+// TestDurableDedupeHorizon resends a batch after far more newer ids than
+// memory holds: storage still knows them.
+func TestDurableDedupeHorizon(t *testing.T) {
+	d := newDurable(t, Config{DedupeWindow: time.Hour, DedupeMaxIDs: 100})
+	first := workload("first", 50)
+	d.mustConsume(first...)
+	for i := range 20 {
+		d.mustConsume(workload(fmt.Sprintf("newer%d", i), 100)...)
+	}
+	for i, r := range d.mustConsume(first...) {
+		if r.Outcome != Duplicate {
+			t.Fatalf("event %d resent after 2000 newer ids (memory holds 100): %v, want duplicate", i, r.Outcome)
+		}
+	}
+}
+
+// TestDurableFailedWriteAppliesNothing: a refused write applies nothing and
+// leaves the ids free, so that the retry is accepted.
+func TestDurableFailedWriteAppliesNothing(t *testing.T) {
+	d := newDurable(t, Config{DedupeWindow: time.Hour})
+	d.minFB = math.MaxInt64 // every write: disk full
+	d.crash()
+	evs := workload("x", 20)
+	_, err := d.consume(evs...)
+	if !errors.Is(err, ErrStorageFull) {
+		t.Fatalf("Consume on a full disk: %v, want ErrStorageFull", err)
+	}
+	if _, ok := d.p.Usage("conv-1"); ok {
+		t.Error("a conversation of the refused batch is in the ledger")
+	}
+	if n := d.store.Stats().DiskFull; n != 1 {
+		t.Errorf("disk-full count %d, want 1", n)
+	}
+	d.minFB = 0
+	d.crash()
+	for i, r := range d.mustConsume(evs...) {
+		if r.Outcome == Duplicate {
+			t.Fatalf("event %d of the refused batch is a duplicate on retry", i)
+		}
+	}
+}
+
+// TestDurableConcurrentSameIDs: concurrent batches with the same ids count
+// each id once.
+func TestDurableConcurrentSameIDs(t *testing.T) {
+	d := newDurable(t, Config{DedupeWindow: time.Hour})
+	evs := make([]*pb.Event, 50)
+	for i := range evs {
+		evs[i] = llm(fmt.Sprintf("same-%d", i), "conc", nil)
+	}
+	const workers = 8
+	errs := make(chan error, workers)
+	accepted := make(chan int, workers)
+	for range workers {
+		go func() {
+			res, err := d.consume(evs...)
+			n := 0
+			for _, r := range res {
+				if r.Outcome == Accepted {
+					n++
+				}
+			}
+			errs <- err
+			accepted <- n
+		}()
+	}
+	total := 0
+	for range workers {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+		total += <-accepted
+	}
+	if total != len(evs) {
+		t.Errorf("%d accepted over %d concurrent copies of %d events, want %d", total, workers, len(evs), len(evs))
+	}
+	if u, _ := d.p.Usage("conc"); u.GetCalls() != int64(len(evs)) {
+		t.Errorf("calls %d, want %d", u.GetCalls(), len(evs))
+	}
+}
+
+func TestTokenSumsSaturate(t *testing.T) {
+	h := newHarness(t, Config{DedupeWindow: time.Minute})
+	big := int64(math.MaxInt64/2 + 1)
+	for i := range 3 {
+		h.consume(llm(fmt.Sprintf("big-%d", i), "sat", func(c *pb.LLMCall) { c.PromptTokens = big }))
+	}
+	if got := h.sum("agentmeter.llm.tokens", map[string]string{"gen_ai.token.type": "input"}); got != math.MaxInt64 {
+		t.Errorf("input tokens %v, want held at %v", got, int64(math.MaxInt64))
+	}
+	u, _ := h.p.Usage("sat")
+	if u.GetTokens().GetInput() != math.MaxInt64 {
+		t.Errorf("ledger input tokens %d, want %d", u.GetTokens().GetInput(), int64(math.MaxInt64))
+	}
+	// The series and the ledger each saturated twice (2nd and 3rd call).
+	if got := h.sum("agentmeter.processor.saturations", nil); got != 4 {
+		t.Errorf("saturations %v, want 4", got)
+	}
+	// One below the bound does not saturate.
+	h2 := newHarness(t, Config{DedupeWindow: time.Minute})
+	h2.consume(llm("a", "", func(c *pb.LLMCall) { c.PromptTokens = math.MaxInt64 - 1 }),
+		llm("b", "", func(c *pb.LLMCall) { c.PromptTokens = 1 }))
+	if got := h2.sum("agentmeter.processor.saturations", nil); got != 0 {
+		t.Errorf("saturations at exactly the bound %v, want 0", got)
+	}
+}

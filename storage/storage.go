@@ -1,0 +1,432 @@
+// Package storage is the processor's durable state on local disk: a log of
+// accepted batches, the event ids of the dedupe window, per-conversation
+// ledger entries and periodic snapshots of the aggregate totals, all in one
+// Pebble database (github.com/cockroachdb/pebble/v2).
+//
+// Why Pebble: its commit pipeline groups the synced batches of concurrent
+// writers into one WAL write and one fsync (group commit), its WAL records
+// are CRC-framed and a torn tail is dropped at open, its sstables carry bloom
+// filters (an id lookup that misses costs no disk read), DeleteRange drops a
+// whole expired dedupe generation or the log a snapshot covers in one
+// tombstone, and compaction reclaims the space. bbolt would give one fsync
+// per coalesced transaction too, but rewrites B+tree pages for every random
+// id key it inserts.
+//
+// Key layout (the first byte is the kind):
+//
+//	'm' + name              metadata (start time, hash seed)
+//	'e' + seq (8 bytes BE)  a batch record: the events accepted by one request
+//	'd' + gen + hash (8+8)  an event id seen in dedupe generation gen
+//	'c' + conversation id   a conversation's ledger entry
+//	's'                     the snapshot: aggregate totals as of a log seq
+//
+// A Store is safe for concurrent use.
+package storage
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/bloom"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+
+	"github.com/agentmeter/agentmeter/catalog"
+)
+
+// Config configures the store.
+type Config struct {
+	// Directory holds the database; created when missing.
+	Directory string
+	// MinFreeBytes is the free space under which writes are refused with
+	// ErrDiskFull before they reach the disk.
+	MinFreeBytes uint64
+	// NoSync acknowledges without waiting for fsync (data survives a
+	// process crash, not a machine crash). For tests and benchmarks.
+	NoSync bool
+}
+
+// ErrDiskFull is returned by writes refused because the disk is (nearly) full.
+var ErrDiskFull = errors.New("storage: disk full")
+
+// Store is the Pebble database of one collector.
+type Store struct {
+	cfg  Config
+	db   *pebble.DB
+	log  *slog.Logger
+	wo   *pebble.WriteOptions
+	seed uint64
+	// start is the start time of the cumulative series, kept across restarts.
+	start time.Time
+
+	writeErrors atomic.Int64
+	diskFull    atomic.Int64
+}
+
+// Key kinds.
+const (
+	kindMeta     = 'm'
+	kindEntry    = 'e'
+	kindID       = 'd'
+	kindConv     = 'c'
+	kindSnapshot = 's'
+)
+
+var (
+	keyStart    = []byte("mstart")
+	keySeed     = []byte("mseed")
+	keySnapshot = []byte{kindSnapshot}
+)
+
+// Open opens (or creates) the database in cfg.Directory. A torn or corrupt
+// tail of the write-ahead log (a write cut off by a crash) is dropped; other
+// corruption is an error.
+func Open(cfg Config, log *slog.Logger) (*Store, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if err := os.MkdirAll(cfg.Directory, 0o750); err != nil {
+		return nil, fmt.Errorf("create storage.directory %q: %w", cfg.Directory, err)
+	}
+	opts := &pebble.Options{
+		Logger:             pebbleLogger{log: log},
+		FormatMajorVersion: pebble.FormatNewest,
+		// Small memtables: the working set is small, and a flush must fit
+		// in the free space kept in reserve.
+		MemTableSize: 8 << 20,
+	}
+	for i := range opts.Levels {
+		opts.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
+	}
+	db, err := pebble.Open(filepath.Join(cfg.Directory, "db"), opts)
+	if err != nil {
+		return nil, fmt.Errorf("open storage in %q: %w", cfg.Directory, err)
+	}
+	s := &Store{cfg: cfg, db: db, log: log, wo: pebble.Sync}
+	if cfg.NoSync {
+		s.wo = pebble.NoSync
+	}
+	if err := s.loadMeta(); err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// loadMeta reads the start time and hash seed, creating them on first open.
+func (s *Store) loadMeta() error {
+	start, okStart, err := s.get(keyStart)
+	if err != nil {
+		return err
+	}
+	seed, okSeed, err := s.get(keySeed)
+	if err != nil {
+		return err
+	}
+	if okStart && okSeed && len(start) == 8 && len(seed) == 8 {
+		s.start = time.Unix(0, int64(binary.BigEndian.Uint64(start)))
+		s.seed = binary.BigEndian.Uint64(seed)
+		return nil
+	}
+	if okStart || okSeed {
+		return fmt.Errorf("open storage in %q: metadata is damaged", s.cfg.Directory)
+	}
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return fmt.Errorf("make storage hash seed: %w", err)
+	}
+	s.seed = binary.BigEndian.Uint64(b[:])
+	s.start = time.Now()
+	batch := s.db.NewBatch()
+	defer batch.Close()
+	_ = batch.Set(keySeed, b[:], nil)
+	_ = batch.Set(keyStart, binary.BigEndian.AppendUint64(nil, uint64(s.start.UnixNano())), nil)
+	if err := batch.Commit(pebble.Sync); err != nil {
+		return fmt.Errorf("write storage metadata: %w", err)
+	}
+	return nil
+}
+
+// Close closes the database. Safe to call once.
+func (s *Store) Close() error {
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("close storage: %w", err)
+	}
+	return nil
+}
+
+// Start is the start time of the cumulative series: when this database was
+// created.
+func (s *Store) Start() time.Time { return s.start }
+
+// Seed is the random seed of the event-id hash, fixed for the database's life.
+func (s *Store) Seed() uint64 { return s.seed }
+
+func (s *Store) get(key []byte) ([]byte, bool, error) {
+	v, closer, err := s.db.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("read storage key %q: %w", key, err)
+	}
+	out := append([]byte(nil), v...)
+	_ = closer.Close()
+	return out, true, nil
+}
+
+// checkSpace refuses a write when the disk is nearly full, so that Pebble
+// never meets ENOSPC in its WAL (which it treats as fatal).
+func (s *Store) checkSpace() error {
+	if s.cfg.MinFreeBytes == 0 {
+		return nil
+	}
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(s.cfg.Directory, &st); err != nil {
+		return fmt.Errorf("statfs storage.directory: %w", err)
+	}
+	if free := st.Bavail * uint64(st.Bsize); free < s.cfg.MinFreeBytes {
+		s.diskFull.Add(1)
+		return fmt.Errorf("%w: %d bytes free in storage.directory, less than storage.min_free_mib", ErrDiskFull, free)
+	}
+	return nil
+}
+
+// EntryKey is the key of log entry seq.
+func entryKey(seq uint64) []byte {
+	return binary.BigEndian.AppendUint64([]byte{kindEntry}, seq)
+}
+
+// idKey is the key of id hash h in dedupe generation gen.
+func idKey(dst []byte, gen int64, h uint64) []byte {
+	dst = append(dst[:0], kindID)
+	dst = binary.BigEndian.AppendUint64(dst, uint64(gen))
+	return binary.BigEndian.AppendUint64(dst, h)
+}
+
+// Commit durably writes log entry seq and the id hashes of its events in
+// generation gen, in one atomic batch. Concurrent Commits share one WAL
+// write and fsync. When it returns nil the entry survives a crash.
+func (s *Store) Commit(seq uint64, entry []byte, gen int64, hashes []uint64) error {
+	if err := s.checkSpace(); err != nil {
+		return err
+	}
+	b := s.db.NewBatch()
+	defer b.Close()
+	_ = b.Set(entryKey(seq), entry, nil)
+	var k [17]byte
+	for _, h := range hashes {
+		_ = b.Set(idKey(k[:0], gen, h), nil, nil)
+	}
+	if err := b.Commit(s.wo); err != nil {
+		s.writeErrors.Add(1)
+		return fmt.Errorf("write storage batch: %w", err)
+	}
+	return nil
+}
+
+// HasID reports whether id hash h was stored in generation gen.
+func (s *Store) HasID(gen int64, h uint64) (bool, error) {
+	var k [17]byte
+	_, closer, err := s.db.Get(idKey(k[:0], gen, h))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("read storage id: %w", err)
+	}
+	_ = closer.Close()
+	return true, nil
+}
+
+// DropGenerationsBefore deletes the ids of every generation before gen.
+func (s *Store) DropGenerationsBefore(gen int64) error {
+	var lo, hi [17]byte
+	if err := s.db.DeleteRange(idKey(lo[:0], 0, 0), idKey(hi[:0], gen, 0), pebble.NoSync); err != nil {
+		return fmt.Errorf("drop expired dedupe ids: %w", err)
+	}
+	return nil
+}
+
+// Snapshot is the aggregate state as of log entry Seq (every entry up to
+// Seq is in it), and the conversation records changed since the last one.
+type Snapshot struct {
+	Seq       uint64
+	Aggregate []byte
+	// Conversations are the ledger entries to write; a nil value deletes.
+	Conversations map[string][]byte
+}
+
+// WriteSnapshot durably replaces the snapshot, writes its conversations and
+// deletes the log entries it covers, atomically.
+func (s *Store) WriteSnapshot(snap Snapshot) error {
+	if err := s.checkSpace(); err != nil {
+		return err
+	}
+	b := s.db.NewBatch()
+	defer b.Close()
+	for id, rec := range snap.Conversations {
+		k := append([]byte{kindConv}, id...)
+		if rec == nil {
+			_ = b.Delete(k, nil)
+		} else {
+			_ = b.Set(k, rec, nil)
+		}
+	}
+	v := binary.BigEndian.AppendUint64(nil, snap.Seq)
+	_ = b.Set(keySnapshot, append(v, snap.Aggregate...), nil)
+	_ = b.DeleteRange(entryKey(0), entryKey(snap.Seq+1), nil)
+	if err := b.Commit(pebble.Sync); err != nil {
+		s.writeErrors.Add(1)
+		return fmt.Errorf("write storage snapshot: %w", err)
+	}
+	return nil
+}
+
+// LoadSnapshot returns the last snapshot's aggregate and seq; ok is false
+// when none was written yet.
+func (s *Store) LoadSnapshot() (seq uint64, aggregate []byte, ok bool, err error) {
+	v, ok, err := s.get(keySnapshot)
+	if err != nil || !ok {
+		return 0, nil, false, err
+	}
+	if len(v) < 8 {
+		return 0, nil, false, fmt.Errorf("storage snapshot is damaged: %d bytes", len(v))
+	}
+	return binary.BigEndian.Uint64(v), v[8:], true, nil
+}
+
+// Replay calls fn for every log entry after seq, in order.
+func (s *Store) Replay(after uint64, fn func(seq uint64, entry []byte) error) error {
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: entryKey(after + 1), UpperBound: []byte{kindEntry + 1}})
+	if err != nil {
+		return fmt.Errorf("read storage log: %w", err)
+	}
+	for it.First(); it.Valid(); it.Next() {
+		k := it.Key()
+		if len(k) != 9 {
+			_ = it.Close()
+			return fmt.Errorf("storage log key %x is damaged", k)
+		}
+		if err := fn(binary.BigEndian.Uint64(k[1:]), it.Value()); err != nil {
+			_ = it.Close()
+			return err
+		}
+	}
+	if err := it.Close(); err != nil {
+		return fmt.Errorf("read storage log: %w", err)
+	}
+	return nil
+}
+
+// Conversation returns the stored record of conversation id.
+func (s *Store) Conversation(id string) ([]byte, bool, error) {
+	return s.get(append([]byte{kindConv}, id...))
+}
+
+// ScanConversations calls fn for every stored conversation record, in id
+// order; the record is only valid during the call.
+func (s *Store) ScanConversations(fn func(id string, rec []byte) error) error {
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{kindConv}, UpperBound: []byte{kindConv + 1}})
+	if err != nil {
+		return fmt.Errorf("scan stored conversations: %w", err)
+	}
+	for it.First(); it.Valid(); it.Next() {
+		if err := fn(string(it.Key()[1:]), it.Value()); err != nil {
+			_ = it.Close()
+			return err
+		}
+	}
+	if err := it.Close(); err != nil {
+		return fmt.Errorf("scan stored conversations: %w", err)
+	}
+	return nil
+}
+
+// DeleteConversations deletes stored conversation records (not synced: a
+// lost delete is redone by the next retention pass).
+func (s *Store) DeleteConversations(ids []string) error {
+	b := s.db.NewBatch()
+	defer b.Close()
+	for _, id := range ids {
+		_ = b.Delete(append([]byte{kindConv}, id...), nil)
+	}
+	if err := b.Commit(pebble.NoSync); err != nil {
+		return fmt.Errorf("delete expired conversations: %w", err)
+	}
+	return nil
+}
+
+// Stats are the store's self-metrics.
+type Stats struct {
+	// DiskBytes is the space the database takes on disk.
+	DiskBytes uint64
+	// WriteErrors counts failed writes; DiskFull counts writes refused for
+	// lack of free space.
+	WriteErrors, DiskFull int64
+}
+
+// Stats returns the current self-metrics.
+func (s *Store) Stats() Stats {
+	return Stats{
+		DiskBytes:   s.db.Metrics().DiskSpaceUsage(),
+		WriteErrors: s.writeErrors.Load(),
+		DiskFull:    s.diskFull.Load(),
+	}
+}
+
+// pebbleLogger routes Pebble's log to slog.
+type pebbleLogger struct{ log *slog.Logger }
+
+func (l pebbleLogger) Infof(format string, args ...any) {
+	l.log.Debug("pebble", "msg", fmt.Sprintf(format, args...))
+}
+
+func (l pebbleLogger) Errorf(format string, args ...any) {
+	l.log.Error("pebble error", "err", fmt.Sprintf(format, args...))
+}
+
+// Fatalf is called by Pebble when its commit pipeline cannot go on (a WAL
+// write failed). Pebble's contract is that Fatalf does not return: the
+// process exits, and what was acknowledged is on disk for the next start.
+func (l pebbleLogger) Fatalf(format string, args ...any) {
+	l.log.Error("pebble fatal error; exiting so that a restart recovers from the durable state",
+		"err", fmt.Sprintf(format, args...))
+	os.Exit(70)
+}
+
+// RegisterMetrics reports the store's size and failed writes on m.
+func (s *Store) RegisterMetrics(m metric.Meter) error {
+	size, err := catalog.StorageSize.Int64ObservableGauge(m)
+	if err != nil {
+		return err
+	}
+	failures, err := catalog.StorageWriteFailures.Int64ObservableCounter(m)
+	if err != nil {
+		return err
+	}
+	full := metric.WithAttributeSet(attribute.NewSet(catalog.AttrCloseReason.String("disk_full")))
+	other := metric.WithAttributeSet(attribute.NewSet(catalog.AttrCloseReason.String("error")))
+	_, err = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		st := s.Stats()
+		o.ObserveInt64(size, int64(min(st.DiskBytes, math.MaxInt64)))
+		o.ObserveInt64(failures, st.DiskFull, full)
+		o.ObserveInt64(failures, st.WriteErrors, other)
+		return nil
+	}, size, failures)
+	if err != nil {
+		return fmt.Errorf("register storage callback: %w", err)
+	}
+	return nil
+}
