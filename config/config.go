@@ -411,7 +411,7 @@ func Default() Config {
 			ClosedRetention: 5 * time.Minute,
 			MaxTracked:      10000,
 		},
-		Pricing:  Pricing{Table: ""},
+		Pricing: Pricing{Table: ""},
 		Storage: Storage{
 			Retention:        720 * time.Hour,
 			Sync:             true,
