@@ -115,6 +115,8 @@ type options struct {
 	// Web is http.web_config_file and how the harness reaches the HTTP
 	// server through it; nil = plain HTTP.
 	Web *webOptions
+	// Storage, when set, is the storage section (directory and so on).
+	Storage *storageOptions
 	// GRPC is who may write to the gRPC server and how the harness does;
 	// nil = plaintext on a free TCP port, no token.
 	GRPC *grpcAuthOptions
@@ -180,6 +182,13 @@ type webOptions struct {
 	User, Pass string         // basic auth of the harness's requests; "" = none
 }
 
+// storageOptions configures storage.
+type storageOptions struct {
+	Directory        string
+	SnapshotInterval time.Duration // 10s
+	MinFreeMiB       int
+}
+
 func (o options) withDefaults() options {
 	if o.MaxEventsPerRequest == 0 {
 		o.MaxEventsPerRequest = 1000
@@ -233,6 +242,14 @@ func configYAML(o options, grpcAddr, httpAddr string) string {
 	}
 	if o.MemoryLimitMiB != 0 {
 		fmt.Fprintf(&b, "memory:\n  limit_mib: %d\n", o.MemoryLimitMiB)
+	}
+	if st := o.Storage; st != nil {
+		interval := st.SnapshotInterval
+		if interval == 0 {
+			interval = 10 * time.Second
+		}
+		fmt.Fprintf(&b, "storage:\n  directory: %q\n  snapshot_interval: %s\n  min_free_mib: %d\n",
+			st.Directory, interval, st.MinFreeMiB)
 	}
 	fmt.Fprintf(&b, `conversations:
   idle_expiry: 1h
