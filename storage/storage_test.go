@@ -1,0 +1,120 @@
+package storage
+
+import (
+	"errors"
+	"math"
+	"testing"
+)
+
+func open(t *testing.T, dir string, minFree uint64) *Store {
+	t.Helper()
+	s, err := Open(Config{Directory: dir, MinFreeBytes: minFree}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestMetadataSurvivesReopen(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir, 0)
+	start, seed := s.Start(), s.Seed()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = open(t, dir, 0)
+	defer s.Close()
+	if !s.Start().Equal(start) || s.Seed() != seed {
+		t.Errorf("after reopen: start %v seed %d, was %v %d", s.Start(), s.Seed(), start, seed)
+	}
+}
+
+func TestCommitReplaySnapshot(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir, 0)
+	for seq := uint64(1); seq <= 5; seq++ {
+		if err := s.Commit(seq, []byte{byte(seq)}, 7, []uint64{seq * 100}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if ok, err := s.HasID(7, 300); !ok || err != nil {
+		t.Errorf("HasID(7, 300) = %v, %v; want true", ok, err)
+	}
+	if ok, _ := s.HasID(6, 300); ok {
+		t.Error("HasID(6, 300) = true: generations mixed")
+	}
+	if err := s.WriteSnapshot(Snapshot{Seq: 3, Aggregate: []byte("agg"), Conversations: map[string][]byte{"c": []byte("rec")}}); err != nil {
+		t.Fatal(err)
+	}
+	_ = s.Close()
+	s = open(t, dir, 0)
+	defer s.Close()
+	seq, agg, ok, err := s.LoadSnapshot()
+	if err != nil || !ok || seq != 3 || string(agg) != "agg" {
+		t.Fatalf("LoadSnapshot = %d %q %v %v", seq, agg, ok, err)
+	}
+	var replayed []uint64
+	if err := s.Replay(seq, func(seq uint64, e []byte) error { replayed = append(replayed, seq); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if len(replayed) != 2 || replayed[0] != 4 || replayed[1] != 5 {
+		t.Errorf("replayed %v after the snapshot at 3, want [4 5]", replayed)
+	}
+	if rec, ok, _ := s.Conversation("c"); !ok || string(rec) != "rec" {
+		t.Errorf("Conversation(c) = %q %v", rec, ok)
+	}
+	if err := s.DropGenerationsBefore(8); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := s.HasID(7, 300); ok {
+		t.Error("an id of a dropped generation is still found")
+	}
+}
+
+func TestDiskFullRefusesBeforeWriting(t *testing.T) {
+	s := open(t, t.TempDir(), math.MaxInt64)
+	defer s.Close()
+	err := s.Commit(1, []byte("x"), 0, []uint64{1})
+	if !errors.Is(err, ErrDiskFull) {
+		t.Fatalf("Commit with no room: %v, want ErrDiskFull", err)
+	}
+	if ok, _ := s.HasID(0, 1); ok {
+		t.Error("the refused batch's id was stored")
+	}
+	if st := s.Stats(); st.DiskFull != 1 {
+		t.Errorf("DiskFull = %d, want 1", st.DiskFull)
+	}
+}
+
+// TestIDDiskCost measures what one dedupe id takes on disk once flushed and
+// compacted: the figure behind README's disk bound (go test -v -run
+// TestIDDiskCost ./storage/).
+func TestIDDiskCost(t *testing.T) {
+	if testing.Short() {
+		t.Skip("writes 200000 ids")
+	}
+	s := open(t, t.TempDir(), 0)
+	defer s.Close()
+	base := s.Stats().DiskBytes
+	const n, perBatch = 200_000, 1000
+	hashes := make([]uint64, perBatch)
+	for b := range n / perBatch {
+		for i := range hashes {
+			hashes[i] = uint64(b*perBatch+i) * 0x9E3779B97F4A7C15 // spread like hashes
+		}
+		if err := s.Commit(uint64(b+1), nil, 1, hashes); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.db.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.db.Compact(t.Context(), []byte{kindID}, []byte{kindID + 1}, true); err != nil {
+		t.Fatal(err)
+	}
+	per := float64(s.Stats().DiskBytes-base) / n
+	t.Logf("%.1f bytes on disk per dedupe id (%d ids)", per, n)
+	if per > 48 {
+		t.Errorf("%.1f bytes per id, more than the 48 README's disk bound assumes", per)
+	}
+}
