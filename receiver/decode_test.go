@@ -202,10 +202,11 @@ type blocking struct {
 	release chan struct{}
 }
 
-func (b *blocking) Consume(_ context.Context, events []*pb.Event, _ time.Time, results []processor.Result) {
+func (b *blocking) Consume(_ context.Context, events []*pb.Event, _ time.Time, results []processor.Result) error {
 	b.entered <- struct{}{}
 	<-b.release
 	clear(results)
+	return nil
 }
 
 // TestInflightBytesBudget: while requests worth max_inflight_mib are being

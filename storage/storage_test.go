@@ -91,12 +91,12 @@ func TestDiskFullRefusesBeforeWriting(t *testing.T) {
 // TestIDDiskCost ./storage/).
 func TestIDDiskCost(t *testing.T) {
 	if testing.Short() {
-		t.Skip("writes 200000 ids")
+		t.Skip("writes 50000 ids")
 	}
 	s := open(t, t.TempDir(), 0)
 	defer s.Close()
 	base := s.Stats().DiskBytes
-	const n, perBatch = 200_000, 1000
+	const n, perBatch = 50_000, 1000
 	hashes := make([]uint64, perBatch)
 	for b := range n / perBatch {
 		for i := range hashes {
