@@ -97,8 +97,8 @@ func TestStorageDiskFull(t *testing.T) {
 	if v, _ := fams.value("agentmeter_storage_write_failures_total", labels{"reason": "disk_full"}); v < 1 {
 		t.Errorf("agentmeter_storage_write_failures_total{reason=disk_full} = %v, want >= 1", v)
 	}
-	if v, _ := fams.value("agentmeter_receiver_requests_total", labels{"grpc_code": "ResourceExhausted"}); v < 1 {
-		t.Errorf("agentmeter_receiver_requests_total{grpc_code=ResourceExhausted} = %v, want >= 1", v)
+	if v, _ := fams.value("agentmeter_grpc_requests_refused_total", labels{"grpc_code": "ResourceExhausted"}); v < 1 {
+		t.Errorf("agentmeter_grpc_requests_refused_total{grpc_code=ResourceExhausted} = %v, want >= 1", v)
 	}
 	if v, _ := fams.value("agentmeter_storage_size_bytes", nil); v <= 0 {
 		t.Errorf("agentmeter_storage_size_bytes = %v, want > 0", v)

@@ -15,6 +15,10 @@
 #                           harness against itself (ratio ~1 within noise)
 #   LOADBENCH_LOADGEN_ARGS  extra loadgen flags, e.g. "--window 16"
 #   LOADBENCH_READY_SECONDS readiness deadline per server start (default 20)
+#   LOADBENCH_STORAGE       1 (default): also load the collector with
+#                           storage.directory set (durable mode, fsync per
+#                           group commit) and report its rate beside memory
+#                           mode's; 0: memory mode only
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,6 +26,8 @@ duration=${LOADBENCH_DURATION:-10s}
 batches=${LOADBENCH_BATCHES:-"1 100 1000"}
 subject=${LOADBENCH_SUBJECT:-collector}
 ready_seconds=${LOADBENCH_READY_SECONDS:-20}
+with_storage=${LOADBENCH_STORAGE:-1}
+[[ $subject == collector ]] || with_storage=0
 read -r -a extra_args <<<"${LOADBENCH_LOADGEN_ARGS:-}"
 idle_seconds=2
 other_max=5 # % of the machine used by other processes above which a row is flagged
@@ -149,8 +155,8 @@ start() {
 	local name=$1 batch=$2
 	server_port=$(free_port)
 	server_log=$tmp/$name-$batch.log
-	if [[ $name == collector ]]; then
-		local http_port cfg=$tmp/collector-$batch.yaml
+	if [[ $name == collector || $name == collector-storage ]]; then
+		local http_port cfg=$tmp/$name-$batch.yaml
 		http_port=$(free_port)
 		cat >"$cfg" <<EOF
 receiver:
@@ -162,6 +168,9 @@ exporters:
   otlp:
     enabled: false
 EOF
+		if [[ $name == collector-storage ]]; then
+			printf 'storage:\n  directory: %s\n' "$tmp/state-$batch" >>"$cfg"
+		fi
 		bin/collector validate --config "$cfg" >/dev/null 2>"$server_log" ||
 			{ cat "$server_log" >&2; die "collector rejects the benchmark config $(basename "$cfg")"; }
 		bin/collector --config "$cfg" >>"$server_log" 2>&1 &
@@ -220,6 +229,19 @@ for batch in $batches; do
 	hwm_kib=$(vm_kib "$server_pid" VmHWM)
 	stop_server "$server_pid"
 
+	store_cell=""
+	if ((with_storage)); then
+		start collector-storage "$batch"
+		store_out=$tmp/storage-$batch.json
+		store_ticks0=$(cpu_ticks "$server_pid")
+		load "$batch" "$store_out" || die "load against the collector with storage failed"
+		store_ticks1=$(cpu_ticks "$server_pid")
+		stop_server "$server_pid"
+		store_cell=$(awk -v r="$(json_field "$store_out" events_per_sec)" -v m="$(json_field "$subj_out" events_per_sec)" \
+			-v t=$((store_ticks1 - store_ticks0)) -v e="$(json_field "$store_out" events)" -v hz="$clk_tck" \
+			'BEGIN { printf " %.0f | %.2f | %.2f |", r, r / m, t * 1e6 / hz / e }')
+	fi
+
 	base_rate=$(json_field "$base_out" events_per_sec)
 	base_events=$(json_field "$base_out" events)
 	rate=$(json_field "$subj_out" events_per_sec)
@@ -237,16 +259,25 @@ for batch in $batches; do
 		'BEGIN {
 			printf "| %d | %.0f | %.2f | %.0f | %.2f | %.2f | %.1f | %.1f |", b, br, bt * 1e6 / hz / be,
 				r, r / br, t * 1e6 / hz / e, hwm / 1024, idle / 1024
-		}')")
+		}')$store_cell")
 done
 
-echo "| batch | nullsink events/s | nullsink CPU µs/event | $subject_label events/s | ratio | $subject_label CPU µs/event | $subject_label peak RSS MiB | $subject_label idle RSS MiB |"
-echo "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+if ((with_storage)); then
+	echo "| batch | nullsink events/s | nullsink CPU µs/event | $subject_label events/s | ratio | $subject_label CPU µs/event | $subject_label peak RSS MiB | $subject_label idle RSS MiB | with storage events/s | storage / memory | with storage CPU µs/event |"
+	echo "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+else
+	echo "| batch | nullsink events/s | nullsink CPU µs/event | $subject_label events/s | ratio | $subject_label CPU µs/event | $subject_label peak RSS MiB | $subject_label idle RSS MiB |"
+	echo "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+fi
 printf '%s\n' "${rows[@]}"
 echo
 echo "ratio = $subject_label events/s / nullsink events/s. CPU: server utime+stime over the load / events"
 echo "(tick ${clk_tck} Hz). Peak RSS: VmHWM after the load; idle RSS: VmRSS after ${idle_seconds} s idle, before it."
 echo "One loadgen stream (--window 8 unless overridden) shares the $(nproc) cores with the server."
+if ((with_storage)); then
+	echo "With storage: storage.directory in a temporary directory, storage.sync true; storage / memory = its"
+	echo "events/s over the memory-mode collector's, in the same run."
+fi
 for n in "${notes[@]}"; do
 	echo "note: $n"
 done
