@@ -439,3 +439,45 @@ def test_unix_socket(make_sidecar: Callable[..., Sidecar]) -> None:
         s.stop()
     finally:
         shutil.rmtree(d, ignore_errors=True)
+
+
+GARBAGE: list[object] = [None, "", "x", "é" * 300, -1, 0, 2**63, 2**80, 1.5, -0.5, float("nan"), float("inf"), True,
+                         b"bytes", [], {}, object(), dt.datetime(2026, 1, 1), dt.timedelta(1)]
+
+
+def test_every_argument_fed_garbage_never_raises(sidecar: Sidecar) -> None:
+    """Each argument of each recording call, in turn, gets every garbage value: the call
+    returns a bool, never raises, and each event ends counted exactly once."""
+    cid = conv()
+    valid_llm = dict(conversation_id=cid, provider="openai", request_model="gpt-4o", prompt_tokens=10,
+                     completion_tokens=2, cost_usd=0.0)
+    llm_args = ["conversation_id", "provider", "request_model", "prompt_tokens", "completion_tokens",
+                "cache_read_tokens", "cache_write_tokens", "cache_write_1h_tokens", "reasoning_tokens",
+                "context_window", "latency_seconds", "time_to_first_token_seconds", "cost_usd", "error_type",
+                "response_model", "response_id", "llm_service", "operation", "event_id", "time"]
+    calls: list[Callable[[], object]] = []
+    for name in llm_args:
+        for g in GARBAGE:
+            calls.append(lambda name=name, g=g: client.llm_call(**{**valid_llm, name: g}))  # type: ignore[arg-type]
+    for g in GARBAGE:
+        calls += [
+            lambda g=g: client.agent_status(cid, g),  # type: ignore[arg-type]
+            lambda g=g: client.agent_status(g, "running", reason=g),  # type: ignore[arg-type]
+            lambda g=g: client.conversation_created(g, max_budget_usd=g, trigger=g),  # type: ignore[arg-type]
+            lambda g=g: client.session_started(g, success=g, duration_seconds=g),  # type: ignore[arg-type]
+            lambda g=g: client.conversation_closed(g, g),  # type: ignore[arg-type]
+            lambda g=g: client.concurrency_limit(g),  # type: ignore[arg-type]
+            lambda g=g: client.runtime_fault(g, g, exit_code=g),  # type: ignore[arg-type]
+            lambda g=g: client.record(g),  # type: ignore[arg-type]
+        ]
+    with agentmeter.Client(sidecar.target, max_queue=100_000) as client:
+        results = [call() for call in calls]
+        assert all(isinstance(r, bool) for r in results)
+        assert client.flush(30)
+        st = client.stats
+    assert st.invalid == results.count(False)
+    assert st.accepted + st.rejected + st.duplicates == results.count(True)
+    assert st.dropped == 0 and st.queued == 0
+    # What the sidecar counted agrees with the client.
+    assert sidecar.metric(ACCEPTED, outcome="accepted") == st.accepted
+    assert sidecar.metric(ACCEPTED, outcome="rejected") == st.rejected

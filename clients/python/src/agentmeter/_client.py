@@ -398,7 +398,7 @@ class Client:
 
     def _event(self, conversation_id: str | None, event_id: str | None, when: object) -> event_pb2.Event:
         ev = event_pb2.Event(
-            event_id=event_id if event_id is not None else str(uuid.uuid4()),
+            event_id=event_id or str(uuid.uuid4()),
             conversation_id=conversation_id or "",
             agent=self._agent,
         )
