@@ -33,16 +33,18 @@ command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 command -v promtool >/dev/null 2>&1 || missing+=(promtool)
 command -v protoc >/dev/null 2>&1 || missing+=(protoc)
 [ -f /usr/include/google/protobuf/timestamp.proto ] || missing+=(google/protobuf/timestamp.proto)
+# e2e kills the collector's listening socket with `ss -K` (iproute2).
+command -v ss >/dev/null 2>&1 || missing+=(ss)
 if [ "${#missing[@]}" -gt 0 ]; then
 	echo "missing: ${missing[*]}; installing the Debian packages"
 	sudo=()
 	if [ "$(id -u)" -ne 0 ]; then
-		command -v sudo >/dev/null 2>&1 || die "not root and no sudo: install prometheus protobuf-compiler libprotobuf-dev yourself"
+		command -v sudo >/dev/null 2>&1 || die "not root and no sudo: install prometheus protobuf-compiler libprotobuf-dev iproute2 yourself"
 		sudo=(sudo)
 	fi
 	"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update
 	"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-		prometheus protobuf-compiler libprotobuf-dev
+		prometheus protobuf-compiler libprotobuf-dev iproute2
 fi
 
 # The generated code records the plugin versions: install exactly these.
