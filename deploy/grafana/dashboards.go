@@ -263,9 +263,11 @@ func Overview() *dashboard.DashboardBuilder {
 			q(`sum by (pod) (process_resident_memory_bytes{`+sel+`})`, "{{pod}} RSS"),
 			q(`sum by (pod) (go_memstats_heap_inuse_bytes{`+sel+`})`, "{{pod}} heap"),
 			q(`max by (pod) (go_gc_gomemlimit_bytes{`+sel+`})`, "{{pod}} GOMEMLIMIT"))).
-		WithPanel(series("CPU", "CPU cores used, by pod.", "short", 12,
+		WithPanel(series("Price table entries", "Entries of the price table in use, by state: priced, skipped (not a chat model), unusable (a bad value: that model stays unpriced), conflicting.", "short", 8,
+			q(`max by (state) (agentmeter_pricing_table_entries{`+sel+`})`, "{{state}}"))).
+		WithPanel(series("CPU", "CPU cores used, by pod.", "short", 8,
 			q(`sum by (pod) (rate(process_cpu_seconds_total{`+sel+`}[$__rate_interval]))`, "{{pod}}"))).
-		WithPanel(series("Goroutines and open files", "By pod.", "short", 12,
+		WithPanel(series("Goroutines and open files", "By pod.", "short", 8,
 			q(`sum by (pod) (go_goroutines{`+sel+`})`, "{{pod}} goroutines"),
 			q(`sum by (pod) (process_open_fds{`+sel+`})`, "{{pod}} fds")))
 }
