@@ -316,6 +316,9 @@ func TestHelmSidecar(t *testing.T) {
 				Memory struct {
 					LimitMiB int `yaml:"limit_mib"`
 				} `yaml:"memory"`
+				Storage struct {
+					Directory string `yaml:"directory"`
+				} `yaml:"storage"`
 			}
 			cmText, _ := find(t, objs, "ConfigMap", "-agentmeter")["data"].(map[string]any)["config.yaml"].(string)
 			if err := yaml.Unmarshal([]byte(cmText), &cfg); err != nil {
@@ -323,6 +326,9 @@ func TestHelmSidecar(t *testing.T) {
 			}
 			if cfg.Memory.LimitMiB != tc.limitMiB {
 				t.Errorf("memory.limit_mib = %d, want %d", cfg.Memory.LimitMiB, tc.limitMiB)
+			}
+			if cfg.Storage.Directory == "" || cfg.Storage.Directory != mountPathOf(c, "agentmeter-state") {
+				t.Errorf("storage.directory = %q, want the state emptyDir's mount (%q)", cfg.Storage.Directory, mountPathOf(c, "agentmeter-state"))
 			}
 			if !strings.Contains(env["OTEL_RESOURCE_ATTRIBUTES"], "k8s.deployment.name=openhands-agent") {
 				t.Errorf("OTEL_RESOURCE_ATTRIBUTES = %q: the example's resourceAttributes are missing", env["OTEL_RESOURCE_ATTRIBUTES"])
@@ -674,4 +680,14 @@ func TestHelmUnixSocketAndToken(t *testing.T) {
 			t.Error("an ingest port is declared although ingest is on the socket")
 		}
 	}
+}
+
+// mountPathOf is where container c mounts the volume named name ("" = nowhere).
+func mountPathOf(c k8sCont, name string) string {
+	for _, m := range c.VolumeMounts {
+		if m.Name == name {
+			return m.MountPath
+		}
+	}
+	return ""
 }

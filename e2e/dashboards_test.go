@@ -174,7 +174,7 @@ func TestDashboardsOnScenario(t *testing.T) {
 	c := launch(t, options{Env: []string{
 		"AGENTMETER_GRPC_ENDPOINT=" + grpcAddr, "AGENTMETER_HTTP_ENDPOINT=" + httpAddr,
 		"AGENTMETER_OTLP_ENABLED=true", "AGENTMETER_OTLP_ENDPOINT=" + otlpAddr,
-		"AGENTMETER_PRICING_TABLE=" + table,
+		"AGENTMETER_PRICING_TABLE=" + table, "AGENTMETER_STORAGE_DIR=" + t.TempDir(),
 	}}, "../deploy/demo/collector.yaml", grpcAddr, httpAddr)
 	if err := c.waitReady(readyTimeout); err != nil {
 		t.Fatal(err)

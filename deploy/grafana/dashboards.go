@@ -263,6 +263,11 @@ func Overview() *dashboard.DashboardBuilder {
 			q(`sum by (pod) (process_resident_memory_bytes{`+sel+`})`, "{{pod}} RSS"),
 			q(`sum by (pod) (go_memstats_heap_inuse_bytes{`+sel+`})`, "{{pod}} heap"),
 			q(`max by (pod) (go_gc_gomemlimit_bytes{`+sel+`})`, "{{pod}} GOMEMLIMIT"))).
+		WithPanel(series("Durable state", "Disk space of storage.directory by pod, and failed state writes by reason (each answered UNAVAILABLE or RESOURCE_EXHAUSTED, nothing applied).", "bytes", 8,
+			q(`sum by (pod) (agentmeter_storage_size_bytes{`+sel+`})`, "{{pod}} size"),
+			q(rate("agentmeter_storage_write_failures_total", sel, "reason")+" * 60", "failures/min {{reason}}"))).
+		WithPanel(series("Saturated sums", "Token sums held at their maximum instead of wrapping, per minute.", "short", 8,
+			q(`sum(rate(agentmeter_processor_saturations_total{`+sel+`}[$__rate_interval])) * 60`, "saturations"))).
 		WithPanel(series("Price table entries", "Entries of the price table in use, by state: priced, skipped (not a chat model), unusable (a bad value: that model stays unpriced), conflicting.", "short", 8,
 			q(`max by (state) (agentmeter_pricing_table_entries{`+sel+`})`, "{{state}}"))).
 		WithPanel(series("CPU", "CPU cores used, by pod.", "short", 8,

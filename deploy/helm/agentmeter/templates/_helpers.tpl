@@ -60,6 +60,7 @@ localhost:{{ .Values.ingestPort }}
   "http" (dict "endpoint" (printf "0.0.0.0:%d" (int .Values.metricsPort)))
   "log" (dict "format" "json")
   "memory" (dict "limit_mib" (include "agentmeter.memoryLimitMiB" . | int))
+  "storage" (dict "directory" .Values.state.mountPath)
 -}}
 {{- mustMergeOverwrite $base (deepCopy .Values.config) | toYaml -}}
 {{- end -}}
