@@ -1,6 +1,7 @@
 package pricing
 
 import (
+	"log/slog"
 	"math"
 	"os"
 	"path/filepath"
@@ -376,5 +377,30 @@ func TestOffPeak(t *testing.T) {
 	}
 	if c, _ := p.Cost(u); near(c, cost) {
 		t.Error("Cost applied off-peak prices")
+	}
+}
+
+// TestFirstUseLogged: the first lookup of a model in a table logs how its
+// price was found (info for an alias or a pattern, debug otherwise), once.
+func TestFirstUseLogged(t *testing.T) {
+	var buf syncBuffer
+	logger := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	w, err := NewWatcher(Source{Table: filepath.Join("testdata", "litellm", "small.json")}, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	u := Usage{Prompt: 10, Completion: 10}
+	w.Price("aws.bedrock", "eu.vendor.model-v1:0", now, u)
+	w.Price("aws.bedrock", "eu.vendor.model-v1:0", now, u)
+	w.Price("openai", "tiered-4", now, u) // exact: debug, not logged at info
+	logged := buf.String()
+	if n := strings.Count(logged, "price found"); n != 1 {
+		t.Fatalf("%d \"price found\" lines, want 1:\n%s", n, logged)
+	}
+	for _, want := range []string{"match=alias", "matched=vendor.model-v1:0", "origin=litellm:vendor.model-v1:0", "model=eu.vendor.model-v1:0"} {
+		if !strings.Contains(logged, want) {
+			t.Errorf("log lacks %q:\n%s", want, logged)
+		}
 	}
 }
