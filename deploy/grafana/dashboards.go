@@ -255,11 +255,10 @@ func Overview() *dashboard.DashboardBuilder {
 			q(rate("agentmeter_exporter_otlp_exports_total", sel, "outcome")+" * 60", "{{outcome}}"))).
 		WithPanel(series("Series overflow", "LLM calls per second folded into the otel_metric_overflow series: the 2000 label sets are full.", "ops", 8,
 			q(`sum(rate(agentmeter_processor_series_overflow_total{`+sel+`}[$__rate_interval]))`, "overflow"))).
-		WithPanel(series("Price table and auth file reloads", "Reloads per minute by outcome (a failed one keeps what was in service), the price table version in use and its entries by state (skipped and unusable ones leave models unpriced).", "short", 8,
+		WithPanel(series("Price table and auth file reloads", "Reloads per minute by outcome (a failed one keeps what was in service), and the price table version in use.", "short", 8,
 			q(rate("agentmeter_pricing_reloads_total", sel, "outcome")+" * 60", "prices {{outcome}}"),
 			q(rate("agentmeter_receiver_auth_reloads_total", sel, "file, outcome")+" * 60", "{{file}} {{outcome}}"),
-			q(`count by (version) (agentmeter_pricing_table_info{`+sel+`})`, "{{version}}"),
-			q(`max by (state) (agentmeter_pricing_table_entries{`+sel+`})`, "entries {{state}}"))).
+			q(`count by (version) (agentmeter_pricing_table_info{`+sel+`})`, "{{version}}"))).
 		WithPanel(series("Memory", "Resident memory and Go heap in use, by pod; the Go memory limit.", "bytes", 8,
 			q(`sum by (pod) (process_resident_memory_bytes{`+sel+`})`, "{{pod}} RSS"),
 			q(`sum by (pod) (go_memstats_heap_inuse_bytes{`+sel+`})`, "{{pod}} heap"),
