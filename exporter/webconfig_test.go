@@ -103,6 +103,20 @@ func TestWebConfigTLSAndBasicAuth(t *testing.T) {
 		t.Errorf("new password after rotation = %d, %v; want 200", code, err)
 	}
 
+	// The certificate is read per handshake: a renewed pair is served to
+	// the next connection.
+	renewed := ca.Issue(t, testcert.Options{CommonName: "agentmeter"})
+	testcert.WriteFile(t, filepath.Join(dir, "server.key"), renewed.KeyPEM)
+	testcert.WriteFile(t, filepath.Join(dir, "server.crt"), renewed.CertPEM)
+	conn, err := tls.Dial("tcp", e.Addr().String(), &tls.Config{RootCAs: testcert.Pool(ca), MinVersion: tls.VersionTLS12})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := conn.ConnectionState().PeerCertificates[0].SerialNumber; got.Cmp(renewed.Cert.SerialNumber) != 0 {
+		t.Errorf("serial after renewal = %v, want the renewed %v", got, renewed.Cert.SerialNumber)
+	}
+	_ = conn.Close()
+
 	// A client that does not trust the server's CA does not get in.
 	untrusting := &http.Client{Timeout: 5 * time.Second}
 	if resp, err := untrusting.Get("https://" + e.Addr().String() + "/metrics"); err == nil {
