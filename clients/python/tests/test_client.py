@@ -11,15 +11,18 @@ import sys
 import tempfile
 import textwrap
 import threading
+import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
 import pytest
 
 import agentmeter
-from agentmeter import event_pb2, usage_pb2
+from agentmeter import event_pb2, ingest_pb2, usage_pb2
+from agentmeter._client import _retry_delay
+from agentmeter.v1 import ingest_pb2_grpc, usage_pb2_grpc
 from conftest import TEST_MODEL, Sidecar, eventually, test_model_cost
 from tcp_proxy import Proxy
 
@@ -481,3 +484,52 @@ def test_every_argument_fed_garbage_never_raises(sidecar: Sidecar) -> None:
     # What the sidecar counted agrees with the client.
     assert sidecar.metric(ACCEPTED, outcome="accepted") == st.accepted
     assert sidecar.metric(ACCEPTED, outcome="rejected") == st.rejected
+
+
+def test_resource_exhausted_waits_as_long_as_the_sidecar_asks(make_sidecar: Callable[..., Sidecar]) -> None:
+    s = make_sidecar(receiver="    max_inflight_rpcs: 1\n")
+    cid = conv()
+    with agentmeter.Client(s.target) as setup:
+        assert setup.conversation_created(cid) and setup.flush(10)
+    channel = grpc.insecure_channel(s.target)
+    ingest = ingest_pb2_grpc.IngestServiceStub(channel)
+    release = threading.Event()
+
+    def silent() -> Iterator[ingest_pb2.RecordRequest]:
+        release.wait(60)
+        yield from ()
+
+    # A RecordStream that sends nothing holds the only RPC slot.
+    stream = ingest.RecordStream(silent())
+
+    def refused() -> grpc.RpcError | None:
+        try:
+            ingest.Record(ingest_pb2.RecordRequest(), timeout=5)
+        except grpc.RpcError as err:
+            return err if err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED else None
+        return None
+
+    # The real sidecar's refusal carries a google.rpc.RetryInfo the client reads.
+    err = eventually("the slot taken", refused)
+    assert isinstance(err, grpc.RpcError)
+    hint = _retry_delay(err)
+    assert hint > 0
+    # Its own backoff (at most 10 ms) is shorter than the hint: the hint paces the resends.
+    client = agentmeter.Client(s.target, flush_interval=0.01, max_backoff=0.01)
+    try:
+        client.llm_call(conversation_id=cid, provider="openai", request_model="gpt-4o", prompt_tokens=6, cost_usd=0.0)
+        start = time.monotonic()
+        eventually("the client retrying", lambda: client.stats.retried >= 3)
+        time.sleep(4 * hint)
+        retried, elapsed = client.stats.retried, time.monotonic() - start
+        assert retried <= elapsed / hint + 1, f"{retried} resends in {elapsed:.2f}s with a {hint}s retry delay"
+        release.set()
+        stream.cancel()
+        assert client.flush(20)
+        st = client.stats
+    finally:
+        client.close()
+        channel.close()
+    assert (st.accepted, st.dropped) == (1, 0)
+    u = s.usage(cid)
+    assert u is not None and u.calls == 1 and u.tokens.input == 6

@@ -18,6 +18,7 @@ from typing import Any
 
 import grpc
 import tenacity
+from google.rpc import error_details_pb2, status_pb2
 
 from . import _context
 from .v1 import event_pb2, ingest_pb2, ingest_pb2_grpc, usage_pb2, usage_pb2_grpc
@@ -99,6 +100,22 @@ def _details(err: BaseException) -> str:
     return ""
 
 
+def _retry_delay(err: BaseException) -> float:
+    """The delay the sidecar asked for in a google.rpc.RetryInfo detail, in seconds; 0 without one."""
+    trailing = getattr(err, "trailing_metadata", None)
+    try:
+        for key, value in (trailing() if callable(trailing) else None) or ():
+            if key != "grpc-status-details-bin" or not isinstance(value, bytes):
+                continue
+            for detail in status_pb2.Status.FromString(value).details:
+                info = error_details_pb2.RetryInfo()
+                if detail.Unpack(info):
+                    return max(float(info.retry_delay.ToTimedelta().total_seconds()), 0.0)
+    except Exception:  # noqa: BLE001 - a malformed detail is no hint
+        return 0.0
+    return 0.0
+
+
 def _refused_for_size(err: grpc.RpcError) -> bool:
     """Whether err refuses a whole request for its size (bytes or event count)."""
     code, details = _code(err), _details(err).lower()
@@ -168,7 +185,8 @@ class Client:
     or ``flush_interval`` seconds, whichever comes first) with the unary
     ``IngestService.Record``. On UNAVAILABLE, DEADLINE_EXCEEDED and
     RESOURCE_EXHAUSTED it resends the same batch, same event ids, with
-    exponential backoff and full jitter, so a sidecar that is not up yet or
+    exponential backoff and full jitter (or after the sidecar's RetryInfo
+    when that asks for longer), so a sidecar that is not up yet or
     restarts loses nothing and counts nothing twice; after ``give_up_after``
     seconds (keep it below the sidecar's ``receiver.dedupe_window``, 10m by
     default) the batch is dropped and counted. A request refused as a whole
@@ -551,9 +569,16 @@ class Client:
         def sleep(seconds: float) -> None:
             self._abandon.wait(seconds)  # close() cuts a backoff short
 
+        backoff = tenacity.wait_random_exponential(multiplier=0.05, max=self._max_backoff)
+
+        def wait(state: tenacity.RetryCallState) -> float:
+            # Exponential backoff with full jitter, or the sidecar's RetryInfo when it asks for longer.
+            err = state.outcome.exception() if state.outcome else None
+            return max(backoff(state), min(_retry_delay(err), self._give_up_after) if err else 0.0)
+
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception(lambda e: isinstance(e, grpc.RpcError) and _code(e) in RETRYABLE_CODES),
-            wait=tenacity.wait_random_exponential(multiplier=0.05, max=self._max_backoff),
+            wait=wait,
             stop=stop,
             sleep=sleep,
             before_sleep=before_sleep,
