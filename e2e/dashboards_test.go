@@ -211,8 +211,8 @@ scrape_configs:
       - targets: [%q]
         labels: {namespace: %s, pod: %s}
   - job_name: agentmeter-overflow
-    scrape_interval: 5s
-    scrape_timeout: 5s
+    scrape_interval: 10s
+    scrape_timeout: 10s
     static_configs:
       - targets: [%q]
         labels: {namespace: %s, pod: %s}
@@ -266,7 +266,7 @@ scrape_configs:
 
 	// Wait until Prometheus has scraped all of it at least twice (a rate
 	// needs two samples).
-	eventually(t, 60*time.Second, "the faults scraped", func() (bool, string) {
+	eventually(t, 90*time.Second, "the faults scraped", func() (bool, string) {
 		var detail []string
 		ok := true
 		for _, q := range []string{
