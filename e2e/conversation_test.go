@@ -1160,6 +1160,18 @@ func TestUsageAPIErrors(t *testing.T) {
 		}
 		code(fmt.Sprintf("WatchUsage(%q)", tc.id), err, tc.want)
 	}
+	// Refusals are counted per service: the usage API's own, none of them
+	// as ingest refusals.
+	fams, _ := c.scrape()
+	const usageService = "agentmeter.v1.UsageService"
+	for code, want := range map[string]float64{"NotFound": 2, "InvalidArgument": 7} {
+		if v, _ := fams.value("agentmeter_grpc_requests_refused_total", labels{"grpc_service": usageService, "grpc_code": code}); v != want {
+			t.Errorf("refused{grpc_service=%q, grpc_code=%q} = %v, want %v", usageService, code, v, want)
+		}
+	}
+	if v, n := fams.value("agentmeter_grpc_requests_refused_total", labels{"grpc_service": ingestService}); n != 0 {
+		t.Errorf("usage API errors counted as %v ingest refusals", v)
+	}
 
 	// A closed conversation: queryable until closed_retention is over, then
 	// NOT_FOUND, counted as evicted for reason closed.
@@ -1191,7 +1203,7 @@ func TestUsageAPIErrors(t *testing.T) {
 	if gone < retention {
 		t.Errorf("GetUsage(%s) NotFound %v after the close was sent, before closed_retention %v", id, gone, retention)
 	}
-	fams, _ := c.scrape()
+	fams, _ = c.scrape()
 	if got, _ := fams.value("agentmeter_processor_conversations_evicted_total", labels{"reason": "closed"}); got != 1 {
 		t.Errorf("agentmeter_processor_conversations_evicted_total{reason=\"closed\"} = %v, want 1", got)
 	}
