@@ -247,6 +247,19 @@ def test_garbage_from_litellm_never_raises(callback: AgentmeterCallback, priced_
     assert u is not None and u.tokens.input == 3 * 12 and u.failed_calls == 1
 
 
+def test_litellm_cache_hits_are_not_llm_calls(callback: AgentmeterCallback, priced_sidecar: Sidecar) -> None:
+    cid = uuid.uuid4().hex
+    kwargs = {"model": "gpt-4o", "custom_llm_provider": "openai", "litellm_params": {"metadata": {"conversation_id": cid}}}
+    usage = {"usage": {"prompt_tokens": 50, "completion_tokens": 5}}
+    callback.log_success_event(kwargs, usage, None, None)
+    callback.log_success_event({**kwargs, "cache_hit": True}, usage, None, None)
+    callback.log_success_event({**kwargs, "standard_logging_object": {"cache_hit": True}}, usage, None, None)
+    assert callback.client.flush(20)
+    assert callback.client.stats.accepted == 1
+    u = priced_sidecar.usage(cid)
+    assert u is not None and u.calls == 1 and u.tokens.input == 50
+
+
 @pytest.mark.parametrize(("litellm_name", "otel_name"), [
     ("openai", "openai"), ("anthropic", "anthropic"), ("bedrock", "aws.bedrock"),
     ("bedrock_converse", "aws.bedrock"), ("vertex_ai", "gcp.vertex_ai"), ("gemini", "gcp.gemini"),

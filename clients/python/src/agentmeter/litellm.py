@@ -129,8 +129,9 @@ class AgentmeterCallback(CustomLogger):
     reasoning tokens, latency, time to first token when streamed, the model's
     context window when litellm knows it, ``cost_usd`` when litellm priced
     the call (left unset, for the sidecar to price, when litellm could not),
-    and ``error_type`` (the exception's class) when the call failed. Recording
-    never raises into litellm and never blocks it.
+    and ``error_type`` (the exception's class) when the call failed. A response
+    litellm serves from its own cache is no LLM call and is not recorded.
+    Recording never raises into litellm and never blocks it.
     """
 
     def __init__(self, client: Client | None = None, *, target: str | None = None, **client_options: Any) -> None:
@@ -179,6 +180,8 @@ class AgentmeterCallback(CustomLogger):
         if not isinstance(kwargs, Mapping):
             kwargs = {}
         slo = kwargs.get("standard_logging_object") or {}
+        if kwargs.get("cache_hit") is True or _get(slo, "cache_hit") is True:
+            return False  # served from litellm's cache: no LLM call was made
         params = kwargs.get("litellm_params") or {}
         metadata = _get(params, "metadata") or {}
 
