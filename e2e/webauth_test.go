@@ -43,7 +43,7 @@ func TestMetricsTLSBasicAuth(t *testing.T) {
 		c.record(b...)
 	}
 
-	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
 		TLSClientConfig: &tls.Config{RootCAs: testcert.Pool(ca), MinVersion: tls.VersionTLS12},
 	}}
 	status := func(url, user, pass string) int {

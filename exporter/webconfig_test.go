@@ -46,7 +46,9 @@ func TestWebConfigTLSAndBasicAuth(t *testing.T) {
 	if err := e.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+	// A generous timeout: no speed is asserted, and a shared machine under
+	// -race can take seconds for a scrape.
+	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
 		TLSClientConfig: &tls.Config{RootCAs: testcert.Pool(ca), MinVersion: tls.VersionTLS12},
 	}}
 	do := func(scheme, path, user, pass string) (int, string, error) {
@@ -118,7 +120,7 @@ func TestWebConfigTLSAndBasicAuth(t *testing.T) {
 	_ = conn.Close()
 
 	// A client that does not trust the server's CA does not get in.
-	untrusting := &http.Client{Timeout: 5 * time.Second}
+	untrusting := &http.Client{Timeout: 30 * time.Second}
 	if resp, err := untrusting.Get("https://" + e.Addr().String() + "/metrics"); err == nil {
 		resp.Body.Close()
 		t.Error("a client without the CA completed the TLS handshake")
