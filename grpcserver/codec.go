@@ -16,20 +16,20 @@ type Decoder interface {
 }
 
 // codec is gRPC's proto codec, except that a Decoder decodes itself.
-type codec struct{}
+type codec struct{ proto encoding.CodecV2 }
 
 // Name implements encoding.CodecV2.
 func (codec) Name() string { return grpcproto.Name }
 
 // Marshal implements encoding.CodecV2.
-func (codec) Marshal(v any) (mem.BufferSlice, error) {
-	return encoding.GetCodecV2(grpcproto.Name).Marshal(v)
+func (c codec) Marshal(v any) (mem.BufferSlice, error) {
+	return c.proto.Marshal(v)
 }
 
 // Unmarshal implements encoding.CodecV2.
-func (codec) Unmarshal(data mem.BufferSlice, v any) error {
+func (c codec) Unmarshal(data mem.BufferSlice, v any) error {
 	if d, ok := v.(Decoder); ok {
 		return d.DecodeGRPC(data)
 	}
-	return encoding.GetCodecV2(grpcproto.Name).Unmarshal(data, v)
+	return c.proto.Unmarshal(data, v)
 }

@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"net"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -28,9 +29,12 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/encoding"
+	grpcproto "google.golang.org/grpc/encoding/proto"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/tap"
@@ -149,7 +153,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	opts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(cfg.MaxRecvMsgSize),
 		grpc.MaxConcurrentStreams(cfg.MaxConcurrentStreams),
-		grpc.ForceServerCodecV2(codec{}),
+		grpc.ForceServerCodecV2(codec{proto: encoding.GetCodecV2(grpcproto.Name)}),
 		grpc.InTapHandle(s.tap),
 		grpc.ConnectionTimeout(cfg.HandshakeTimeout),
 		grpc.KeepaliveParams(keepalive.ServerParameters{
@@ -383,6 +387,14 @@ func ReceiveExpired(ctx context.Context) <-chan struct{} {
 		return w.expired
 	}
 	return nil
+}
+
+// Pushback is the trailer that asks gRPC clients with a retry policy to
+// retry after RetryDelay (grpc-retry-pushback-ms), for a handler that
+// answers Exhausted. A refusal by the in-flight budget cannot carry it: it
+// ends the call before any metadata, with the RetryInfo alone.
+func Pushback() metadata.MD {
+	return metadata.Pairs("grpc-retry-pushback-ms", strconv.FormatInt(RetryDelay.Milliseconds(), 10))
 }
 
 // Exhausted is a ResourceExhausted status asking the client to retry after

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/mem"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
@@ -230,8 +231,12 @@ func TestInflightBytesBudget(t *testing.T) {
 		}
 	})
 	<-cons.entered
-	_, err := f.client.Record(context.Background(), batch("y", 1))
+	var trailer metadata.MD
+	_, err := f.client.Record(context.Background(), batch("y", 1), grpc.Trailer(&trailer))
 	st := status.Convert(err)
+	if got := trailer.Get("grpc-retry-pushback-ms"); len(got) != 1 || got[0] != "250" {
+		t.Errorf("grpc-retry-pushback-ms = %v, want 250", got)
+	}
 	if st.Code() != codes.ResourceExhausted || !strings.Contains(st.Message(), "max_inflight_mib") {
 		t.Fatalf("second request = %v, want ResourceExhausted naming max_inflight_mib", err)
 	}

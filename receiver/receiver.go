@@ -182,7 +182,13 @@ func recordHandler(srv any, ctx context.Context, dec func(any) error, intercepto
 	if err := dec(q); err != nil {
 		return nil, err
 	}
-	handle := func(ctx context.Context, _ any) (any, error) { return r.applyRequest(ctx, q) }
+	handle := func(ctx context.Context, _ any) (any, error) {
+		resp, err := r.applyRequest(ctx, q)
+		if status.Code(err) == codes.ResourceExhausted {
+			_ = grpc.SetTrailer(ctx, grpcserver.Pushback())
+		}
+		return resp, err
+	}
 	if interceptor == nil {
 		return handle(ctx, q)
 	}
@@ -238,6 +244,9 @@ func (r *Receiver) recordStream(stream grpc.ServerStream) error {
 		resp, err := r.applyRequest(ctx, q)
 		q.release()
 		if err != nil {
+			if status.Code(err) == codes.ResourceExhausted {
+				stream.SetTrailer(grpcserver.Pushback())
+			}
 			return err
 		}
 		if err := stream.SendMsg(resp); err != nil {
