@@ -93,7 +93,7 @@ func dial(t *testing.T, addr string, creds credentials.TransportCredentials) *gr
 // record sends one event with the authorization values given (none when
 // empty) and returns the RPC's error.
 func record(conn *grpc.ClientConn, authz ...string) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	for _, v := range authz {
 		ctx = metadata.AppendToOutgoingContext(ctx, "authorization", v)
@@ -173,7 +173,7 @@ func TestToken(t *testing.T) {
 	}
 
 	// Health stays open for probes.
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if _, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {
 		t.Errorf("health without a token: %v", err)
@@ -190,7 +190,7 @@ func TestTokenCheckedBeforeTheBody(t *testing.T) {
 	addr, _ := serve(t, a, "")
 	conn := dial(t, addr, nil)
 	big := &pb.RecordRequest{Events: []*pb.Event{{EventId: strings.Repeat("x", 2*maxRecv)}}}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	_, err := pb.NewIngestServiceClient(conn).Record(ctx, big)
 	wantCode(t, "oversized request without a token", err, codes.Unauthenticated, "bearer token")
@@ -208,10 +208,10 @@ func TestTokenReload(t *testing.T) {
 		t.Fatal(err)
 	}
 	writeToken(t, dir, "second\n")
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for record(conn, "Bearer second") != nil {
 		if time.Now().After(deadline) {
-			t.Fatal("the new token is not accepted 10s after the file changed")
+			t.Fatal("the new token is not accepted 30s after the file changed")
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -384,14 +384,14 @@ func TestCertificateReload(t *testing.T) {
 
 func eventually(t *testing.T, what string, cond func() bool, detail ...func() string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
 			var d string
 			for _, f := range detail {
 				d += f()
 			}
-			t.Fatalf("after 10s, still not %s %s", what, d)
+			t.Fatalf("after 30s, still not %s %s", what, d)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -468,7 +468,7 @@ func childDial(path string) int {
 		return 1
 	}
 	defer conn.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	_, err = healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
 	fmt.Printf("code=%s message=%s\n", status.Code(err), status.Convert(err).Message())
@@ -498,7 +498,7 @@ func TestSocketPermission(t *testing.T) {
 			t.Fatal(err)
 		}
 		conn := dial(t, "unix://"+path, nil)
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		_, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
 		wantCode(t, "owner without permission", err, codes.Unavailable, "permission denied")

@@ -49,7 +49,7 @@ func dialCollector(t *testing.T, c *collector, opts ...grpc.DialOption) *grpc.Cl
 
 // tryRecord sends events on conn with the metadata pairs given.
 func tryRecord(conn *grpc.ClientConn, md []string, events ...*pb.Event) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if len(md) > 0 {
 		ctx = metadata.AppendToOutgoingContext(ctx, md...)
@@ -68,7 +68,7 @@ func wantStatus(t *testing.T, what string, err error, code codes.Code, msg strin
 // awaitCounter polls the scrape until name{sel} sums to want.
 func awaitCounter(t *testing.T, c *collector, name string, sel labels, want float64) {
 	t.Helper()
-	eventually(t, 10*time.Second, fmt.Sprintf("%s%s = %v", name, sel, want), func() (bool, string) {
+	eventually(t, 30*time.Second, fmt.Sprintf("%s%s = %v", name, sel, want), func() (bool, string) {
 		fams, _, err := c.tryScrape()
 		if err != nil {
 			return false, err.Error()
@@ -101,7 +101,7 @@ func TestIngestToken(t *testing.T) {
 	big := call{id: "tok-big", conv: strings.Repeat("c", 5<<20), model: "gpt-4o"}.event()
 	wantStatus(t, "oversized without a token", tryRecord(anon, nil, big), codes.Unauthenticated, "bearer token")
 	// The usage API needs the token too; health does not.
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	_, err := pb.NewUsageServiceClient(anon).GetUsage(ctx, &pb.GetUsageRequest{ConversationId: "conv-gpt-4o"})
 	wantStatus(t, "GetUsage without a token", err, codes.Unauthenticated, "bearer token")
@@ -123,7 +123,7 @@ func TestIngestToken(t *testing.T) {
 
 	// Rotation: a new token in the file replaces the old one, no restart.
 	testcert.WriteFile(t, tokenFile, []byte("second-t0ken\n"))
-	eventually(t, 10*time.Second, "the new token accepted", func() (bool, string) {
+	eventually(t, 30*time.Second, "the new token accepted", func() (bool, string) {
 		err := tryRecord(anon, []string{"authorization", "Bearer second-t0ken"}, simpleCall("tok-2", "gpt-4o", 10, 5))
 		return err == nil, fmt.Sprint(err)
 	})
@@ -233,7 +233,7 @@ func TestIngestMutualTLS(t *testing.T) {
 		wantStatus(t, tc.name, err, codes.Unavailable, "")
 		t.Logf("%s: %v", tc.name, err)
 		// gRPC clients reconnect in the background: at least one refusal.
-		eventually(t, 10*time.Second, tc.reason+" counted", func() (bool, string) {
+		eventually(t, 30*time.Second, tc.reason+" counted", func() (bool, string) {
 			fams, _, err := c.tryScrape()
 			if err != nil {
 				return false, err.Error()
@@ -253,7 +253,7 @@ func TestIngestMutualTLS(t *testing.T) {
 	testcert.WriteFile(t, f.keyFile, renewed.KeyPEM)
 	testcert.WriteFile(t, f.certFile, renewed.CertPEM)
 	want := renewed.Cert.SerialNumber.String()
-	eventually(t, 10*time.Second, "the renewed certificate served", func() (bool, string) {
+	eventually(t, 30*time.Second, "the renewed certificate served", func() (bool, string) {
 		conn, err := tls.Dial("tcp", c.grpcAddr, &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{good},
 			NextProtos: []string{"h2"}, MinVersion: tls.VersionTLS12})
 		if err != nil {

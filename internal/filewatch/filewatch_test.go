@@ -16,10 +16,10 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // waitFor polls until n reaches want, or fails after a deadline.
 func waitFor(t *testing.T, n *atomic.Int64, want int64) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for n.Load() < want {
 		if time.Now().After(deadline) {
-			t.Fatalf("callbacks = %d after 10s, want %d", n.Load(), want)
+			t.Fatalf("callbacks = %d after 30s, want %d", n.Load(), want)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
