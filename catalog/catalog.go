@@ -349,6 +349,36 @@ var (
 	}
 )
 
+// OpenHands webhook feed.
+var (
+	OpenHandsEvents = Instrument{
+		Name: "agentmeter.openhands.events", Unit: "{event}", Kind: Counter,
+		Prom: "agentmeter_openhands_events_total",
+		Description: "OpenHands webhook events by kind and outcome: applied (translated into agentmeter events), " +
+			"ignored (nothing to meter, or an unknown kind), invalid (could not be decoded).",
+		Labels: "kind (the event's kind; other for an unknown one), outcome = applied / ignored / invalid",
+	}
+	OpenHandsRequests = Instrument{
+		Name: "agentmeter.openhands.requests", Unit: "{request}", Kind: Counter,
+		Prom:        "agentmeter_openhands_requests_total",
+		Description: "OpenHands webhook requests by HTTP status code answered.",
+		Labels:      "code",
+	}
+)
+
+// Attribute keys of the OpenHands self-metrics.
+const (
+	AttrKind = attribute.Key("kind")
+	AttrCode = attribute.Key("code")
+)
+
+// Values of outcome of the OpenHands events.
+const (
+	OutcomeApplied = "applied"
+	OutcomeIgnored = "ignored"
+	OutcomeInvalid = "invalid"
+)
+
 // All lists every instrument in catalogue order.
 var All = []Instrument{
 	TokenUsage, OperationDuration, TimeToFirstChunk, LLMTokens, LLMCost, ContextUtilization,
@@ -358,7 +388,7 @@ var All = []Instrument{
 	ConversationsClosed, ConversationCost, ConversationTokens, RuntimeFaults,
 	BudgetCrossings, UnpricedCalls, CacheSavings, PricingInfo, PricingReloads, PricingEntries,
 	ReceiverAuthRefused, ReceiverAuthReloads,
-	StorageSize, StorageWriteFailures, TokenSaturations,
+	StorageSize, StorageWriteFailures, TokenSaturations, OpenHandsEvents, OpenHandsRequests,
 }
 
 // Int64ObservableCounter creates the instrument on m with its catalogue name,

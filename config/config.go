@@ -82,6 +82,29 @@ type Receiver struct {
 	// MaxFutureSkew is how far ahead of the collector's clock an event time
 	// may be; an event further ahead is rejected. Default 5m; must be > 0.
 	MaxFutureSkew time.Duration `yaml:"max_future_skew"`
+	// OpenHands takes the webhook feed of OpenHands' agent-server on the
+	// HTTP server.
+	OpenHands OpenHands `yaml:"openhands"`
+}
+
+// OpenHands configures the receiver of OpenHands' V1 agent-server webhook
+// feed (POST {path}/events/{conversation_id}, POST {path}/conversations).
+type OpenHands struct {
+	// Enabled serves the webhook on http.endpoint. Default false.
+	Enabled bool `yaml:"enabled"`
+	// Path is the URL path the agent-server's OH_WEBHOOKS_0_BASE_URL ends
+	// in. Default "/openhands"; must start with "/", be a plain clean path,
+	// and not be /, /healthz or /readyz.
+	Path string `yaml:"path"`
+	// APIKeys are the accepted X-Session-API-Key values (the agent-server's
+	// session API keys). Default none: then only loopback peers are
+	// accepted. Values must not be empty.
+	APIKeys []string `yaml:"api_keys"`
+	// MaxBodyMiB bounds one request body, in MiB; a larger one is answered
+	// 413. Default 16 (the agent-server batches up to 5 MiB, and a
+	// full_state carries every call of the conversation); must be between
+	// 1 and 256.
+	MaxBodyMiB int `yaml:"max_body_mib"`
 }
 
 // ReceiverAuth configures who may write to the gRPC server.
@@ -393,6 +416,7 @@ func Default() Config {
 			DedupeWindow:        10 * time.Minute,
 			DedupeMaxIDs:        100000,
 			MaxFutureSkew:       5 * time.Minute,
+			OpenHands:           OpenHands{Enabled: false, Path: "/openhands", MaxBodyMiB: 16},
 		},
 		HTTP: HTTP{Endpoint: "0.0.0.0:9464"},
 		Exporters: Exporters{
@@ -551,6 +575,37 @@ func (r Receiver) Validate() error {
 	}
 	if r.MaxFutureSkew <= 0 {
 		errs = append(errs, mustf("receiver.max_future_skew", "", "must be > 0, got %s", r.MaxFutureSkew))
+	}
+	errs = append(errs, r.OpenHands.Validate())
+	return errors.Join(errs...)
+}
+
+// Validate reports the problems of the receiver.openhands section. It checks
+// the section whether or not it is enabled.
+func (o OpenHands) Validate() error {
+	var errs []error
+	const path = "receiver.openhands.path"
+	switch p := o.Path; {
+	case !strings.HasPrefix(p, "/") || p == "/":
+		errs = append(errs, mustf(path, "", "must start with \"/\" and name a path, such as /openhands, got %q", p))
+	case strings.IndexFunc(p, notPathChar) >= 0:
+		errs = append(errs, mustf(path, "", "must be a plain URL path (letters, digits and - . _ ~ /), got %q", p))
+	case strings.HasSuffix(p, "/") || strings.Contains(p, "//") ||
+		strings.Contains(p+"/", "/./") || strings.Contains(p+"/", "/../"):
+		errs = append(errs, mustf(path, "", "must be a clean path (no trailing /, //, . or ..), got %q", p))
+	case p == "/healthz" || p == "/readyz":
+		errs = append(errs, mustf(path, "", "must not be /healthz or /readyz (the collector serves those), got %q", p))
+	}
+	for i, k := range o.APIKeys {
+		if k == "" {
+			errs = append(errs, mustf(fmt.Sprintf("receiver.openhands.api_keys[%d]", i), "", "must not be empty"))
+		} else if strings.IndexFunc(k, notFieldChar) >= 0 || strings.TrimSpace(k) != k {
+			errs = append(errs, mustf(fmt.Sprintf("receiver.openhands.api_keys[%d]", i), "",
+				"must be a header value without control characters or surrounding spaces"))
+		}
+	}
+	if o.MaxBodyMiB < 1 || o.MaxBodyMiB > 256 {
+		errs = append(errs, mustf("receiver.openhands.max_body_mib", "", "must be between 1 and 256, got %d", o.MaxBodyMiB))
 	}
 	return errors.Join(errs...)
 }

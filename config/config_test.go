@@ -80,6 +80,7 @@ func TestParseGood(t *testing.T) {
 				DedupeWindow:        0,
 				DedupeMaxIDs:        10,
 				MaxFutureSkew:       30 * time.Second,
+				OpenHands:           OpenHands{Enabled: true, Path: "/hooks/openhands", APIKeys: []string{"key-1", "key-2"}, MaxBodyMiB: 8},
 			}
 			c.HTTP = HTTP{Endpoint: "127.0.0.1:19464", WebConfigFile: "web-config.yml"}
 			c.Exporters = Exporters{
@@ -189,6 +190,10 @@ var garbage = map[string][]string{
 	"receiver.dedupe_window":               {"abc", "-1s", "600"},
 	"receiver.dedupe_max_ids":              {"abc", "0", "-1"},
 	"receiver.max_future_skew":             {"abc", "0s", "-1m"},
+	"receiver.openhands.enabled":           {"abc", "1", "[true]"},
+	"receiver.openhands.path":              {"{a: 1}", "openhands", "/", "/a b", "/openhands/", "/a/../b", "/healthz"},
+	"receiver.openhands.api_keys":          {"abc", "{a: 1}", `[""]`, "[[a]]", `["a\nb"]`, `[" a"]`},
+	"receiver.openhands.max_body_mib":      {"abc", "0", "257", "-1", "1.5"},
 	"http.endpoint":                        {"[a, b]", "9464", "host:-1"},
 	"http.web_config_file":                 {"{a: 1}", "[a]", `"a\0b"`},
 	"exporters.prometheus.enabled":         {"abc", "1", "yes"},
@@ -365,6 +370,8 @@ func TestValidate(t *testing.T) {
 			"receiver.grpc.handshake_timeout must be > 0, got 0s",
 			"receiver.max_events_per_request must be >= 1, got 0",
 			"receiver.max_future_skew must be > 0, got 0s",
+			`receiver.openhands.path must start with "/" and name a path, such as /openhands, got ""`,
+			"receiver.openhands.max_body_mib must be between 1 and 256, got 0",
 			`http.endpoint must be host:port with a numeric port 0-65535, got ""`,
 			`exporters.prometheus.path must start with "/", got ""`,
 			`exporters.otlp.protocol must be "grpc" or "http/protobuf", got ""`,

@@ -134,6 +134,9 @@ func (d *decoder) decodeValue(n *yaml.Node, v reflect.Value, path string) {
 	case v.Kind() == reflect.Map:
 		d.decodeHeaders(n, v, path)
 		return
+	case v.Kind() == reflect.Slice && v.Type().Elem().Kind() == reflect.String:
+		d.decodeStrings(n, v, path)
+		return
 	}
 	line := n.Line
 	n, ok := d.expand(n, line, path)
@@ -334,3 +337,43 @@ func isNull(n *yaml.Node) bool     { return yamldecode.IsNull(n) }
 func describe(n *yaml.Node) string { return yamldecode.Describe(n) }
 func quote(s string) string        { return yamldecode.Quote(s) }
 func join(path, key string) string { return yamldecode.JoinPath(path, key) }
+
+// maxListItems bounds a list of strings (receiver.openhands.api_keys).
+const maxListItems = 100
+
+// decodeStrings decodes a list of strings (receiver.openhands.api_keys).
+// An empty list leaves the slice nil.
+func (d *decoder) decodeStrings(n *yaml.Node, v reflect.Value, path string) {
+	line := n.Line
+	n, ok := d.expand(n, line, path)
+	if !ok {
+		return
+	}
+	v.SetZero()
+	if isNull(n) {
+		return
+	}
+	if n.Kind != yaml.SequenceNode {
+		d.fail(line, path, "cannot decode %s as a list of strings", describe(n))
+		return
+	}
+	d.w.Sequence(n, path, maxListItems, func(_ int, item *yaml.Node, p string) {
+		d.lines[p] = item.Line
+		iline := item.Line
+		item, ok := d.expand(item, iline, p)
+		if !ok {
+			return
+		}
+		var s string
+		switch {
+		case isNull(item):
+		case item.Kind == yaml.ScalarNode:
+			s = item.Value
+		default:
+			d.fail(iline, p, "cannot decode %s as string", describe(item))
+			return
+		}
+		v.Set(reflect.Append(v, reflect.ValueOf(s)))
+	})
+	d.set[path] = true
+}

@@ -46,6 +46,17 @@ type Deps struct {
 	// Producers supply data owned outside the SDK's instruments (the
 	// processor's series); every reader collects them.
 	Producers []sdkmetric.Producer
+	// Routes are more handlers on the HTTP server (the OpenHands webhook).
+	Routes []Route
+}
+
+// Route is one more handler on the HTTP server, behind the same web config
+// (TLS, basic auth) as /metrics.
+type Route struct {
+	// Pattern is a net/http ServeMux pattern, such as
+	// "POST /openhands/conversations".
+	Pattern string
+	Handler http.Handler
 }
 
 // Exporter builds the MeterProvider and serves /metrics, /healthz and /readyz.
@@ -55,6 +66,7 @@ type Exporter struct {
 	provider *sdkmetric.MeterProvider
 	registry *prometheus.Registry
 	otlp     *countingExporter // nil when OTLP is disabled
+	routes   []Route
 
 	ready atomic.Bool
 
@@ -75,7 +87,7 @@ func New(ctx context.Context, cfg config.Config, deps Deps) (*Exporter, error) {
 	if err := ValidateWebConfig(cfg.HTTP.WebConfigFile); err != nil {
 		return nil, err
 	}
-	e := &Exporter{cfg: cfg, log: deps.Logger, served: make(chan struct{})}
+	e := &Exporter{cfg: cfg, log: deps.Logger, served: make(chan struct{}), routes: deps.Routes}
 	if e.log == nil {
 		e.log = slog.New(slog.DiscardHandler)
 	}
@@ -211,6 +223,9 @@ func (e *Exporter) Handler() http.Handler {
 	mux := http.NewServeMux()
 	if e.registry != nil {
 		mux.Handle("GET "+e.cfg.Exporters.Prometheus.Path, newScrapeHandler(e.registry, e.log, 10*time.Second))
+	}
+	for _, r := range e.routes {
+		mux.Handle(r.Pattern, r.Handler)
 	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write([]byte("ok\n"))

@@ -227,7 +227,12 @@ func (p *Processor) applyLLMCall(conv *conversation, agent string, c *pb.LLMCall
 	if !failed || completion > 0 {
 		s.tokenUsage[1].record(float64(completion))
 	}
-	s.durationHist(c.GetErrorType()).record(c.GetLatencySeconds())
+	// Latency 0 is unknown (as for time to first token): no duration
+	// observation. A client that learns it later reports it through
+	// ObserveDuration.
+	if lat := c.GetLatencySeconds(); lat > 0 {
+		s.durationHist(c.GetErrorType()).record(lat)
+	}
 	if ttft := c.GetTimeToFirstTokenSeconds(); ttft > 0 {
 		s.ttft.record(ttft)
 	}
@@ -268,4 +273,21 @@ func (p *Processor) applyLLMCall(conv *conversation, agent string, c *pb.LLMCall
 	} else {
 		conv.unpriced++
 	}
+}
+
+// ObserveDuration records the duration of an LLM call whose usage was
+// consumed earlier without one (latency_seconds 0): OpenHands reports a
+// call's tokens at once and its latency only when the agent's run ends. c
+// names the call's series (operation, provider, models; agent is the
+// gen_ai.agent.name) and carries the duration in LatencySeconds (> 0) and
+// the failure in ErrorType; nothing else of it is read, and no call is
+// counted. The caller makes sure each call's duration is observed once.
+func (p *Processor) ObserveDuration(agent string, c *pb.LLMCall) {
+	lat := c.GetLatencySeconds()
+	if !(lat > 0) || math.IsInf(lat, 0) {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.series(agent, c).durationHist(c.GetErrorType()).record(lat)
 }

@@ -29,6 +29,7 @@ import (
 	"github.com/agentmeter/agentmeter/catalog"
 	"github.com/agentmeter/agentmeter/config"
 	"github.com/agentmeter/agentmeter/exporter"
+	"github.com/agentmeter/agentmeter/openhands"
 	"github.com/agentmeter/agentmeter/grpcserver"
 	"github.com/agentmeter/agentmeter/pricing"
 	"github.com/agentmeter/agentmeter/processor"
@@ -239,7 +240,21 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, listen list
 		return err
 	}
 	built = append(built, step{"processor", proc})
-	exp, err := exporter.New(ctx, cfg, exporter.Deps{Logger: log, Resource: res, Producers: []sdkmetric.Producer{proc}})
+	// The OpenHands webhook shares the HTTP server; draining is closed
+	// when shutdown begins, so that it stops taking events.
+	draining := make(chan struct{})
+	var routes []exporter.Route
+	var webhook *openhands.Handler
+	if oh := cfg.Receiver.OpenHands; oh.Enabled {
+		if webhook, err = openhands.New(openhands.Config{
+			Path: oh.Path, APIKeys: oh.APIKeys, MaxBodyBytes: int64(oh.MaxBodyMiB) << 20,
+			Limits: receiver.Limits{MaxFutureSkew: cfg.Receiver.MaxFutureSkew}, MaxConversations: cfg.Conversations.MaxTracked,
+		}, openhands.Deps{Logger: log, Consumer: proc, Durations: proc, Draining: draining}); err != nil {
+			return err
+		}
+		routes = webhook.Routes()
+	}
+	exp, err := exporter.New(ctx, cfg, exporter.Deps{Logger: log, Resource: res, Producers: []sdkmetric.Producer{proc}, Routes: routes})
 	if err != nil {
 		return err
 	}
@@ -251,6 +266,11 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, listen list
 	}
 	if store != nil {
 		if err := store.RegisterMetrics(meter); err != nil {
+			return err
+		}
+	}
+	if webhook != nil {
+		if err := webhook.RegisterMetrics(meter); err != nil {
 			return err
 		}
 	}
@@ -311,6 +331,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, listen list
 		// sending at once.
 		exp.SetReady(false)
 		grpcSrv.SetServing(false)
+		close(draining)
 		return shutdownAll(steps, cfg.Shutdown.GracePeriod, log)
 	}
 	if startErr != nil {

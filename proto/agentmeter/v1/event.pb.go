@@ -470,7 +470,8 @@ type LLMCall struct {
 	ReasoningTokens  int64 `protobuf:"varint,11,opt,name=reasoning_tokens,json=reasoningTokens,proto3" json:"reasoning_tokens,omitempty"`
 	// The model's context window in tokens. 0 = unknown.
 	ContextWindow int64 `protobuf:"varint,12,opt,name=context_window,json=contextWindow,proto3" json:"context_window,omitempty"`
-	// Wall time of the call, in seconds.
+	// Wall time of the call, in seconds. 0 = unknown: the call is not observed
+	// in gen_ai.client.operation.duration.
 	LatencySeconds float64 `protobuf:"fixed64,13,opt,name=latency_seconds,json=latencySeconds,proto3" json:"latency_seconds,omitempty"`
 	// Time to the first streamed chunk, in seconds. 0 = unknown.
 	TimeToFirstTokenSeconds float64 `protobuf:"fixed64,14,opt,name=time_to_first_token_seconds,json=timeToFirstTokenSeconds,proto3" json:"time_to_first_token_seconds,omitempty"`
