@@ -236,6 +236,22 @@ scrape_configs:
 	}
 	t.Logf("scenario: %+v", res)
 
+	// The OpenHands webhook: one sample batch, and a wrong body.
+	ohBatch, err := os.ReadFile("../openhands/testdata/POST_events_batch1.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for body, want := range map[string]int{string(ohBatch): http.StatusOK, "[{": http.StatusBadRequest} {
+		resp, err := c.http.Post("http://"+httpAddr+"/openhands/events/0f4c3b2a7d1e4c5b9a8f2e6d1c0b9a87", "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Fatalf("openhands webhook: %d, want %d", resp.StatusCode, want)
+		}
+	}
+
 	// A request over max_events_per_request is refused whole.
 	tooMany := make([]*pb.Event, 10001)
 	for i := range tooMany {
@@ -274,6 +290,7 @@ scrape_configs:
 			`min(count_over_time(agentmeter_grpc_requests_refused_total{job="agentmeter"}[1m])) >= 2`,
 			`min(count_over_time(agentmeter_receiver_auth_refused_total{job="agentmeter"}[1m])) >= 2`,
 			`min(count_over_time(agentmeter_pricing_reloads_total{job="agentmeter", outcome="success"}[1m])) >= 2`,
+			`min(count_over_time(agentmeter_openhands_requests_total{job="agentmeter"}[1m])) >= 2`,
 			`min(count_over_time(agentmeter_receiver_auth_reloads_total{job="agentmeter", outcome="success"}[1m])) >= 2`,
 			`sum(agentmeter_exporter_otlp_exports_total{job="agentmeter", outcome="success"}) > 0`,
 		} {

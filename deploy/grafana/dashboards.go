@@ -251,6 +251,9 @@ func Overview() *dashboard.DashboardBuilder {
 		WithPanel(series("In-flight calls and bytes", "gRPC calls in progress (against receiver.grpc.max_inflight_rpcs) and the memory of the ingest requests being applied (against max_inflight_mib), by pod.", "short", 8,
 			q(`sum by (pod) (agentmeter_grpc_inflight_rpcs{`+sel+`})`, "{{pod}} calls"),
 			q(`sum by (pod) (agentmeter_receiver_inflight_bytes{`+sel+`}) / 1048576`, "{{pod}} MiB"))).
+		WithPanel(series("OpenHands webhook", "OpenHands agent-server feed (receiver.openhands): events per second by kind and outcome, and requests by HTTP status (401: a wrong session key; 400: malformed JSON; 413: over max_body_mib).", "ops", 8,
+			q(rate("agentmeter_openhands_events_total", sel, "kind, outcome"), "{{kind}} {{outcome}}"),
+			q(rate("agentmeter_openhands_requests_total", sel, "code"), "HTTP {{code}}"))).
 		WithPanel(series("OTLP exports", "Exports per minute by outcome (when exporters.otlp is on).", "short", 8,
 			q(rate("agentmeter_exporter_otlp_exports_total", sel, "outcome")+" * 60", "{{outcome}}"))).
 		WithPanel(series("Series overflow", "LLM calls per second folded into the otel_metric_overflow series: the 2000 label sets are full.", "ops", 8,
