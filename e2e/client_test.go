@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/agentmeter/agentmeter/client"
@@ -243,4 +244,68 @@ func TestClientSplitsOversizeAndCountsRejections(t *testing.T) {
 		t.Errorf("agentmeter_grpc_requests_refused_total{grpc_code=\"InvalidArgument\"} = %v: the split path was not exercised", v)
 	}
 	t.Logf("split: %d events of %d bytes in one batch, %d accepted, %d rejected; GetUsage input %d", n, size, st.Accepted, st.Rejected, want.input)
+}
+
+// TestClientTokenOverUnixSocket: the sidecar listens on a Unix socket and
+// requires a bearer token; the client reaches it with WithToken and a
+// unix:// target. Without the token every call is refused UNAUTHENTICATED:
+// not retried, the events given up and counted.
+func TestClientTokenOverUnixSocket(t *testing.T) {
+	needBinary(t)
+	dir := t.TempDir()
+	sock := "unix://" + filepath.Join(dir, "agentmeter.sock")
+	tokenFile := filepath.Join(dir, "token")
+	if err := os.WriteFile(tokenFile, []byte("client-e2e-token\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	o := options{}.withDefaults()
+	httpAddr := freePort(t)
+	cfg := strings.Replace(configYAML(o, sock, httpAddr), "receiver:\n",
+		"receiver:\n  auth:\n    token_file: "+tokenFile+"\n", 1)
+	path := filepath.Join(dir, "config.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	col := launch(t, o, path, sock, httpAddr)
+	if err := col.waitReady(readyTimeout); err != nil {
+		t.Fatalf("collector on %s not ready: %v", sock, err)
+	}
+
+	c := newTestClient(t, sock, client.WithToken("client-e2e-token"))
+	var want clientTotals
+	for i := range 20 {
+		c.Record(clientCall("token-unix", i, &want))
+	}
+	flushClient(t, c)
+	if st := c.Stats(); st.Accepted != 20 || st.GivenUp != 0 {
+		t.Errorf("with the token: %+v, want 20 accepted", st)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	tokenCtx := metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer client-e2e-token")
+	resp, err := pb.NewUsageServiceClient(col.conn).GetUsage(tokenCtx, &pb.GetUsageRequest{ConversationId: "token-unix"})
+	if err != nil {
+		t.Fatalf("GetUsage: %v", err)
+	}
+	if u := resp.GetUsage(); u.GetCalls() != want.calls || u.GetTokens().GetInput() != want.input || !near(u.GetCostUsd(), want.cost) {
+		t.Errorf("GetUsage = calls %d input %d cost %v, want %d %d %v", u.GetCalls(), u.GetTokens().GetInput(), u.GetCostUsd(), want.calls, want.input, want.cost)
+	}
+
+	bad := newTestClient(t, sock, client.WithToken("wrong"))
+	none := newTestClient(t, sock)
+	for _, cl := range []*client.Client{bad, none} {
+		for i := range 3 {
+			cl.Record(clientCall("token-unix", 100+i, nil))
+		}
+		flushClient(t, cl)
+		if st := cl.Stats(); st.GivenUp != 3 || st.Retried != 0 || st.Accepted != 0 {
+			t.Errorf("without the right token: %+v, want 3 given up at once, not retried", st)
+		}
+	}
+	fams, _ := col.scrape()
+	for reason, want := range map[string]float64{"wrong_token": 1, "missing_token": 1} {
+		if v, _ := fams.value("agentmeter_receiver_auth_refused_total", labels{"reason": reason}); v != want {
+			t.Errorf("agentmeter_receiver_auth_refused_total{reason=%q} = %v, want %v", reason, v, want)
+		}
+	}
 }
