@@ -31,13 +31,26 @@ const (
 // startOpenHandsCollector starts a collector with receiver.openhands on.
 func startOpenHandsCollector(t *testing.T) *collector {
 	t.Helper()
+	return startOpenHandsCollectorAt(t, "", "", "")
+}
+
+// startOpenHandsCollectorAt starts it on the given addresses ("": free
+// ones) with storage.directory set to storageDir ("": memory only).
+func startOpenHandsCollectorAt(t *testing.T, grpcAt, httpAt, storageDir string) *collector {
+	t.Helper()
 	needBinary(t)
 	o := options{}.withDefaults()
 	dir := t.TempDir()
 	for attempt := 1; ; attempt++ {
-		grpcAddr, httpAddr := freePort(t), freePort(t)
+		grpcAddr, httpAddr := grpcAt, httpAt
+		if grpcAddr == "" {
+			grpcAddr, httpAddr = freePort(t), freePort(t)
+		}
 		cfg := strings.Replace(configYAML(o, grpcAddr, httpAddr), "receiver:\n",
 			"receiver:\n  openhands:\n    enabled: true\n    api_keys: [\""+ohKey+"\"]\n    max_body_mib: 1\n", 1)
+		if storageDir != "" {
+			cfg += "storage:\n  directory: " + storageDir + "\n  sync: false\n"
+		}
 		path := filepath.Join(dir, fmt.Sprintf("config-%d.yaml", attempt))
 		if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 			t.Fatal(err)
@@ -47,7 +60,7 @@ func startOpenHandsCollector(t *testing.T) *collector {
 		if err == nil {
 			return c
 		}
-		if c.hasExited() && strings.Contains(c.stderr.String(), "address already in use") && attempt < 3 {
+		if c.hasExited() && strings.Contains(c.stderr.String(), "address already in use") && attempt < 3 && grpcAt == "" {
 			continue
 		}
 		t.Fatalf("collector not ready: %v\nconfig:\n%s", err, cfg)
@@ -365,4 +378,34 @@ func boolInt(b bool) int64 {
 		return 1
 	}
 	return 0
+}
+
+// TestOpenHandsStateSurvivesRestart: with storage.directory set, the
+// feed's highest values seen survive a restart of the sidecar, so the
+// snapshots after it count only their increase; GetUsage and /metrics hold
+// each call once across the two processes.
+func TestOpenHandsStateSurvivesRestart(t *testing.T) {
+	dir := t.TempDir()
+	c1 := startOpenHandsCollectorAt(t, "", "", dir)
+	events := "/events/" + ohConv
+	ohMust(t, c1, "/conversations", ohSample(t, "POST_conversations_start.json"))
+	ohMust(t, c1, events, ohSample(t, "POST_events_batch1.json"))
+	c1.stop()
+
+	c2 := startOpenHandsCollectorAt(t, c1.grpcAddr, c1.httpAddr, dir)
+	ohMust(t, c2, events, ohSample(t, "POST_events_batch2.json"))
+	ohMust(t, c2, events, ohSample(t, "POST_events_batch3_timer_flush.json"))
+	final := ohLastStats(t, ohSample(t, "POST_events_batch2.json"))
+	u := ohUsage(t, c2, ohConv)
+	if u.GetCalls() != 2 || u.GetTokens().GetInput() != final.Prompt || u.GetTokens().GetOutput() != final.Completion || !near(u.GetCostUsd(), final.Cost) {
+		t.Errorf("after the restart: calls %d input %d output %d cost %v; want 2, %d, %d, %v",
+			u.GetCalls(), u.GetTokens().GetInput(), u.GetTokens().GetOutput(), u.GetCostUsd(), final.Prompt, final.Completion, final.Cost)
+	}
+	fams, _ := c2.scrape()
+	if v, _ := fams.value("agentmeter_llm_tokens_total", labels{"gen_ai_token_type": "input", "gen_ai_agent_name": "OpenHands"}); v != float64(final.Prompt) {
+		t.Errorf("agentmeter_llm_tokens_total{input} after the restart = %v, want %d", v, final.Prompt)
+	}
+	if v, _ := fams.value("agentmeter_conversations_created_total", labels{"trigger": "api"}); v != 1 {
+		t.Errorf("agentmeter_conversations_created_total = %v, want 1", v)
+	}
 }

@@ -72,6 +72,12 @@ type Config struct {
 	// MaxConversations bounds the conversations whose cumulative usage is
 	// remembered (the least recently used is forgotten). 0 = 10000.
 	MaxConversations int
+	// StateFile keeps the highest cumulative values seen (and the response
+	// ids whose duration was observed) across restarts; "" = memory only.
+	// Set it with durable processor state (storage.directory).
+	StateFile string
+	// SyncState fsyncs the state file after each batch.
+	SyncState bool
 }
 
 // DurationObserver records a call's duration learnt after its usage was
@@ -106,8 +112,9 @@ type Handler struct {
 
 	// mu serialises requests: the translator's state and the order in
 	// which a conversation's batches are applied.
-	mu sync.Mutex
-	tr *translator
+	mu    sync.Mutex
+	tr    *translator
+	state *stateFile // nil = memory only
 
 	// counts for the self-metrics, guarded by cmu.
 	cmu      sync.Mutex
@@ -133,7 +140,22 @@ func New(cfg Config, deps Deps) (*Handler, error) {
 	if h.now == nil {
 		h.now = time.Now
 	}
+	if cfg.StateFile != "" {
+		st, err := openState(cfg.StateFile, cfg.SyncState, h.tr)
+		if err != nil {
+			return nil, err
+		}
+		h.state = st
+		h.log.Info("openhands state loaded", "file", cfg.StateFile, "conversations", len(h.tr.convs))
+	}
 	return h, nil
+}
+
+// Close flushes and closes the state file. Safe to call more than once.
+func (h *Handler) Close() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.state.close()
 }
 
 // Routes are the handler's routes on the collector's HTTP server.
@@ -246,8 +268,12 @@ func (h *Handler) serveEvents(w http.ResponseWriter, r *http.Request) {
 	}
 	h.mu.Lock()
 	b := h.tr.events(conv, raw)
-	h.apply(r.Context(), b)
+	err = h.apply(r.Context(), b)
 	h.mu.Unlock()
+	if err != nil {
+		h.unavailable(w, err)
+		return
+	}
 	h.answer(w, http.StatusOK, h.summary(len(raw), b))
 }
 
@@ -271,14 +297,27 @@ func (h *Handler) serveConversation(w http.ResponseWriter, r *http.Request) {
 	}
 	h.mu.Lock()
 	b := h.tr.info(conv, &ci)
-	h.apply(r.Context(), b)
+	err := h.apply(r.Context(), b)
 	h.mu.Unlock()
+	if err != nil {
+		h.unavailable(w, err)
+		return
+	}
 	h.answer(w, http.StatusOK, h.summary(1, b))
 }
 
+// unavailable answers a batch the processor could not apply (its durable
+// state could not be written): 503, nothing applied, the agent-server
+// sends it again.
+func (h *Handler) unavailable(w http.ResponseWriter, err error) {
+	w.Header().Set("Retry-After", "5")
+	h.fail(w, http.StatusServiceUnavailable, "agentmeter could not store this batch, nothing of it was applied; send it again: %v", err)
+}
+
 // apply validates and consumes b's events, records its durations, and
-// counts its outcomes. h.mu is held.
-func (h *Handler) apply(ctx context.Context, b *batch) {
+// counts its outcomes; when the processor cannot apply them it reverts b's
+// state changes and returns the error. h.mu is held.
+func (h *Handler) apply(ctx context.Context, b *batch) error {
 	now := h.now()
 	valid := b.events[:0:0]
 	for _, ev := range b.events {
@@ -293,7 +332,10 @@ func (h *Handler) apply(ctx context.Context, b *batch) {
 			h.results = make([]processor.Result, len(valid))
 		}
 		results := h.results[:len(valid)]
-		h.deps.Consumer.Consume(ctx, valid, now, results)
+		if err := h.deps.Consumer.Consume(ctx, valid, now, results); err != nil {
+			b.rollback()
+			return err
+		}
 		for i, res := range results {
 			switch res.Outcome {
 			case processor.Accepted:
@@ -313,6 +355,13 @@ func (h *Handler) apply(ctx context.Context, b *batch) {
 		h.events[o]++
 	}
 	h.cmu.Unlock()
+	if h.state != nil {
+		if err := h.state.append(b.journal, h.tr); err != nil {
+			// Applied already: the state on disk lags; see stateFile.
+			h.log.Error("openhands state not written", "err", err)
+		}
+	}
+	return nil
 }
 
 func (h *Handler) summary(n int, b *batch) reply {

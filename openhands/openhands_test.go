@@ -26,11 +26,15 @@ type recorder struct {
 	seen      map[string]bool
 	events    []*pb.Event
 	durations []*pb.LLMCall
+	fail      error // Consume's answer when set
 }
 
-func (r *recorder) Consume(_ context.Context, events []*pb.Event, _ time.Time, results []processor.Result) {
+func (r *recorder) Consume(_ context.Context, events []*pb.Event, _ time.Time, results []processor.Result) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.fail != nil {
+		return r.fail
+	}
 	if r.seen == nil {
 		r.seen = map[string]bool{}
 	}
@@ -43,6 +47,7 @@ func (r *recorder) Consume(_ context.Context, events []*pb.Event, _ time.Time, r
 		r.events = append(r.events, ev)
 		results[i] = processor.Result{Outcome: processor.Accepted}
 	}
+	return nil
 }
 
 func (r *recorder) ObserveDuration(_ string, c *pb.LLMCall) {
@@ -327,4 +332,76 @@ func FuzzWebhook(f *testing.F) {
 			}
 		}
 	})
+}
+
+// A batch the processor could not apply (its storage failed) is answered
+// 503 and leaves no trace: sent again, it is applied whole.
+func TestConsumeFailureRollsBack(t *testing.T) {
+	_, rec, mux := newTestHandler(t, []string{"k"}, nil)
+	rec.fail = processor.ErrStorageFull
+	batch := sample(t, "POST_events_batch1.json")
+	if w := post(t, mux, "/openhands/events/"+conv, "k", "", batch); w.Code != 503 || w.Header().Get("Retry-After") == "" {
+		t.Fatalf("with the storage failing: %d %s, want 503", w.Code, w.Body)
+	}
+	rec.fail = nil
+	if w := post(t, mux, "/openhands/events/"+conv, "k", "", batch); w.Code != 200 {
+		t.Fatalf("sent again: %d %s", w.Code, w.Body)
+	}
+	if calls := rec.calls(); len(calls) != 1 || calls[0].GetPromptTokens() != 11873 {
+		t.Errorf("calls after the resend = %v, want the first call whole", calls)
+	}
+}
+
+// The state file carries the highest values seen and the observed response
+// ids across a restart: the next snapshot counts only its increase.
+func TestStateFileSurvivesRestart(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "openhands-state.jsonl")
+	start := func() (*Handler, *recorder, http.Handler) {
+		rec := &recorder{}
+		h, err := New(Config{Path: "/openhands", APIKeys: []string{"k"}, MaxBodyBytes: 1 << 20, StateFile: path,
+			Limits: receiver.Limits{MaxFutureSkew: time.Minute}}, Deps{Consumer: rec, Durations: rec})
+		if err != nil {
+			t.Fatal(err)
+		}
+		mux := http.NewServeMux()
+		for _, r := range h.Routes() {
+			mux.Handle(r.Pattern, r.Handler)
+		}
+		return h, rec, mux
+	}
+	h1, rec1, mux1 := start()
+	post(t, mux1, "/openhands/conversations", "k", "", sample(t, "POST_conversations_start.json"))
+	post(t, mux1, "/openhands/events/"+conv, "k", "", sample(t, "POST_events_batch1.json"))
+	post(t, mux1, "/openhands/events/"+conv, "k", "", sample(t, "POST_events_batch3_timer_flush.json"))
+	if err := h1.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(rec1.durations); n != 2 {
+		t.Fatalf("first process: %d durations, want 2", n)
+	}
+
+	// A torn last line, as a crash mid-write leaves it.
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = f.WriteString(`{"c":"` + conv + `","u":"agent","p":99`)
+	f.Close()
+
+	h2, rec2, mux2 := start()
+	defer h2.Close()
+	post(t, mux2, "/openhands/conversations", "k", "", sample(t, "POST_conversations_start.json"))
+	post(t, mux2, "/openhands/events/"+conv, "k", "", sample(t, "POST_events_batch2.json"))
+	post(t, mux2, "/openhands/events/"+conv, "k", "", sample(t, "POST_events_batch3_timer_flush.json"))
+	calls := rec2.calls()
+	// batch 3 of the first process carried call 2's totals already: after
+	// the restart nothing is new.
+	if len(calls) != 0 || len(rec2.durations) != 0 {
+		t.Errorf("after the restart: calls %v, durations %v; want none (all seen before)", calls, rec2.durations)
+	}
+	for _, ev := range rec2.events {
+		if ev.GetConversation().GetCreated() != nil {
+			t.Error("created again after the restart")
+		}
+	}
 }

@@ -125,12 +125,34 @@ func (t *translator) conv(id string) *convState {
 	return c
 }
 
+// convFor is conv for a batch: a conversation it creates is forgotten
+// again on rollback.
+func (t *translator) convFor(b *batch, id string) *convState {
+	if _, ok := t.convs[id]; !ok {
+		b.undo = append(b.undo, func() { delete(t.convs, id) })
+	}
+	return t.conv(id)
+}
+
 // batch is what one request translates into.
 type batch struct {
 	events    []*pb.Event
 	durations []Duration
 	outcomes  []Outcome
 	problems  []string // why events were invalid, for the response
+	// undo reverts the translator's state changes of this batch, last
+	// first, when its events could not be applied.
+	undo []func()
+	// journal lists the state changes, for the state file.
+	journal []stateRecord
+}
+
+// rollback reverts b's state changes.
+func (b *batch) rollback() {
+	for i := len(b.undo) - 1; i >= 0; i-- {
+		b.undo[i]()
+	}
+	b.undo, b.journal = nil, nil
 }
 
 func (b *batch) outcome(kind, outcome string) {
@@ -148,7 +170,7 @@ func (b *batch) invalid(i int, kind, format string, args ...any) {
 // the body's array, conv the normalised conversation id.
 func (t *translator) events(conv string, raw []json.RawMessage) *batch {
 	b := &batch{}
-	cs := t.conv(conv)
+	cs := t.convFor(b, conv)
 	for i, r := range raw {
 		var ev event
 		if err := json.Unmarshal(r, &ev); err != nil {
@@ -207,7 +229,7 @@ func (t *translator) event(b *batch, conv string, cs *convState, ev *event) erro
 		if err := json.Unmarshal([]byte(ev.LogData), &log); err != nil {
 			return fmt.Errorf("log_data: %w", err)
 		}
-		t.duration(b, cs, ev.ModelName, log.Response.ID, log.LatencySec)
+		t.duration(b, conv, cs, ev.ModelName, log.Response.ID, log.LatencySec)
 	}
 	return nil
 }
@@ -242,7 +264,11 @@ func (t *translator) stateUpdate(b *batch, conv string, cs *convState, ev *event
 		if fs.Stats != nil {
 			t.stats(b, conv, cs, fs.Stats, true)
 		}
-		cs.sawFullState = true
+		if !cs.sawFullState {
+			cs.sawFullState = true
+			b.undo = append(b.undo, func() { cs.sawFullState = false })
+			b.journal = append(b.journal, stateRecord{Conv: conv, FullState: true})
+		}
 		if state, ok := statusOf[fs.ExecutionStatus]; ok {
 			b.events = append(b.events, statusEvent("oh-"+ev.ID+"-status", conv, state, "execution_status "+fs.ExecutionStatus))
 		}
@@ -254,7 +280,7 @@ func (t *translator) stateUpdate(b *batch, conv string, cs *convState, ev *event
 // conversation conv.
 func (t *translator) info(conv string, ci *conversationInfo) *batch {
 	b := &batch{}
-	cs := t.conv(conv)
+	cs := t.convFor(b, conv)
 	n := 0
 	if ci.Stats != nil {
 		t.stats(b, conv, cs, ci.Stats, true)
@@ -280,6 +306,8 @@ func (t *translator) info(conv string, ci *conversationInfo) *batch {
 			b.events = append(b.events, &pb.Event{EventId: prefix + "-created", ConversationId: conv, Agent: Agent,
 				Payload: &pb.Event_Conversation{Conversation: &pb.ConversationEvent{Kind: &pb.ConversationEvent_Created{Created: created}}}})
 			cs.created = true
+			b.undo = append(b.undo, func() { cs.created = false })
+			b.journal = append(b.journal, stateRecord{Conv: conv, Created: true})
 		}
 		state, ok := statusOf[ci.ExecutionStatus]
 		if !cs.sawFullState {
@@ -304,7 +332,7 @@ func (t *translator) info(conv string, ci *conversationInfo) *batch {
 // ConversationInfo), each new response id's duration.
 func (t *translator) stats(b *batch, conv string, cs *convState, st *stats, latencies bool) {
 	for usageID, m := range st.UsageToMetrics {
-		if ev := t.snapshot(conv, cs, usageID, &m); ev != nil {
+		if ev := t.snapshot(b, conv, cs, usageID, &m); ev != nil {
 			b.events = append(b.events, ev)
 		}
 		if latencies {
@@ -313,14 +341,14 @@ func (t *translator) stats(b *batch, conv string, cs *convState, st *stats, late
 				if model == "" {
 					model = m.ModelName
 				}
-				t.duration(b, cs, model, rl.ResponseID, rl.Latency)
+				t.duration(b, conv, cs, model, rl.ResponseID, rl.Latency)
 			}
 		}
 	}
 }
 
 // snapshot returns the LLM call of a usage bucket's increase, or nil.
-func (t *translator) snapshot(conv string, cs *convState, usageID string, m *metricsSnapshot) *pb.Event {
+func (t *translator) snapshot(ba *batch, conv string, cs *convState, usageID string, m *metricsSnapshot) *pb.Event {
 	var tu tokenUsage
 	if m.AccumulatedTokenUsage != nil {
 		tu = *m.AccumulatedTokenUsage
@@ -332,7 +360,9 @@ func (t *translator) snapshot(conv string, cs *convState, usageID string, m *met
 		}
 		b = &bucket{}
 		cs.usage[usageID] = b
+		ba.undo = append(ba.undo, func() { delete(cs.usage, usageID) })
 	}
+	old := *b
 	grow := func(seen *int64, now int64) int64 {
 		if now > *seen {
 			d := now - *seen
@@ -360,6 +390,9 @@ func (t *translator) snapshot(conv string, cs *convState, usageID string, m *met
 	if !tokensGrew && !costGrew {
 		return nil
 	}
+	ba.undo = append(ba.undo, func() { *b = old })
+	ba.journal = append(ba.journal, stateRecord{Conv: conv, Usage: usageID, Prompt: b.prompt, Completion: b.completion,
+		CacheRead: b.cacheRead, CacheWrite: b.cacheWrite, Reasoning: b.reasoning, Cost: b.cost})
 	// A bucket whose cost did not grow while its tokens did is one
 	// OpenHands could not price: leave the cost unset for the table.
 	if costGrew {
@@ -381,7 +414,7 @@ func (t *translator) snapshot(conv string, cs *convState, usageID string, m *met
 }
 
 // duration records the latency of response id once per conversation.
-func (t *translator) duration(b *batch, cs *convState, model, responseID string, latency float64) {
+func (t *translator) duration(b *batch, conv string, cs *convState, model, responseID string, latency float64) {
 	if responseID == "" || !(latency > 0) || latency > maxLatency {
 		return
 	}
@@ -392,6 +425,8 @@ func (t *translator) duration(b *batch, cs *convState, model, responseID string,
 		clear(cs.latencies)
 	}
 	cs.latencies[responseID] = struct{}{}
+	b.undo = append(b.undo, func() { delete(cs.latencies, responseID) })
+	b.journal = append(b.journal, stateRecord{Conv: conv, Response: responseID})
 	provider, requestModel := splitModel(model)
 	b.durations = append(b.durations, Duration{Call: &pb.LLMCall{Provider: provider, RequestModel: requestModel, LatencySeconds: latency}})
 }

@@ -17,6 +17,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime/debug"
 	"syscall"
 	"time"
@@ -246,12 +247,24 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, listen list
 	var routes []exporter.Route
 	var webhook *openhands.Handler
 	if oh := cfg.Receiver.OpenHands; oh.Enabled {
-		if webhook, err = openhands.New(openhands.Config{
+		ohCfg := openhands.Config{
 			Path: oh.Path, APIKeys: oh.APIKeys, MaxBodyBytes: int64(oh.MaxBodyMiB) << 20,
 			Limits: receiver.Limits{MaxFutureSkew: cfg.Receiver.MaxFutureSkew}, MaxConversations: cfg.Conversations.MaxTracked,
-		}, openhands.Deps{Logger: log, Consumer: proc, Durations: proc, Draining: draining}); err != nil {
+		}
+		if dir := cfg.Storage.Directory; dir != "" {
+			// The feed's cumulative high-water marks live beside the
+			// durable processor state, so that a restart counts nothing twice.
+			ohCfg.StateFile, ohCfg.SyncState = filepath.Join(dir, "openhands-state.jsonl"), cfg.Storage.Sync
+		}
+		if webhook, err = openhands.New(ohCfg, openhands.Deps{Logger: log, Consumer: proc, Durations: proc, Draining: draining}); err != nil {
 			return err
 		}
+		// Closed after the HTTP server has stopped.
+		defer func() {
+			if err := webhook.Close(); err != nil {
+				log.Error("close openhands state", "err", err)
+			}
+		}()
 		routes = webhook.Routes()
 	}
 	exp, err := exporter.New(ctx, cfg, exporter.Deps{Logger: log, Resource: res, Producers: []sdkmetric.Producer{proc}, Routes: routes})
