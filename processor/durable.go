@@ -72,10 +72,11 @@ type durableDedupe struct {
 	dropped int64 // disk generations before this one are deleted
 }
 
-func newDurableDedupe(window time.Duration, maxIDs int, seed uint64, now int64) *durableDedupe {
+func newDurableDedupe(window time.Duration, maxIDs int, store *storage.Store, now int64) (*durableDedupe, error) {
 	if window <= 0 {
-		return nil
+		return nil, nil
 	}
+	seed := store.Seed()
 	d := &durableDedupe{
 		window:  int64(window),
 		memMax:  max(maxIDs/2, 1),
@@ -83,12 +84,20 @@ func newDurableDedupe(window time.Duration, maxIDs int, seed uint64, now int64) 
 		digest:  xxhash.NewWithSeed(seed),
 		pending: make(map[uint64]*inflight),
 	}
-	// After a restart the disk holds ids the memory does not.
+	// After a restart, memory starts with the ids stored in the window's
+	// generations when they fit; otherwise it misses go to disk until
+	// the generation ends.
 	g := d.gen(now)
 	for _, gg := range []int64{g - 1, g} {
-		d.gens[gg&1] = memGen{gen: gg, ids: make(map[uint64]struct{}), complete: false}
+		m := memGen{gen: gg, ids: make(map[uint64]struct{})}
+		all, err := store.IDs(gg, d.memMax, func(h uint64) { m.ids[h] = struct{}{} })
+		if err != nil {
+			return nil, err
+		}
+		m.complete = all
+		d.gens[gg&1] = m
 	}
-	return d
+	return d, nil
 }
 
 func (d *durableDedupe) gen(now int64) int64 { return now / d.window }

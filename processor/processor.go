@@ -175,7 +175,11 @@ func New(cfg Config, deps Deps) (*Processor, error) {
 		p.store = deps.Store
 		p.start = deps.Store.Start()
 		p.dedupe = nil
-		p.dd = newDurableDedupe(cfg.DedupeWindow, cfg.DedupeMaxIDs, deps.Store.Seed(), now)
+		dd, err := newDurableDedupe(cfg.DedupeWindow, cfg.DedupeMaxIDs, deps.Store, now)
+		if err != nil {
+			return nil, fmt.Errorf("restore dedupe ids from storage: %w", err)
+		}
+		p.dd = dd
 		p.turnCond = sync.NewCond(&p.turnMu)
 		p.evicted = make(map[string]*conversation)
 		p.snapshotEvery = snapshotEvents

@@ -105,6 +105,9 @@ func Open(cfg Config, log *slog.Logger) (*Store, error) {
 		// Small memtables: the working set is small, and a flush must fit
 		// in the free space kept in reserve.
 		MemTableSize: 8 << 20,
+		// Blocks of the dedupe ids' index and bloom filters, read on every
+		// lookup that memory cannot answer.
+		CacheSize: 32 << 20,
 	}
 	for i := range opts.Levels {
 		opts.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
@@ -247,6 +250,31 @@ func (s *Store) HasID(gen int64, h uint64) (bool, error) {
 		return false, fmt.Errorf("read storage id: %w", err)
 	}
 	_ = closer.Close()
+	return true, nil
+}
+
+// IDs calls fn for every id hash stored in generation gen, up to limit of
+// them; it reports whether it saw them all.
+func (s *Store) IDs(gen int64, limit int, fn func(h uint64)) (bool, error) {
+	var lo, hi [17]byte
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: idKey(lo[:0], gen, 0), UpperBound: idKey(hi[:0], gen+1, 0)})
+	if err != nil {
+		return false, fmt.Errorf("read stored ids: %w", err)
+	}
+	n := 0
+	for it.First(); it.Valid(); it.Next() {
+		if n == limit {
+			_ = it.Close()
+			return false, nil
+		}
+		if k := it.Key(); len(k) == 17 {
+			fn(binary.BigEndian.Uint64(k[9:]))
+			n++
+		}
+	}
+	if err := it.Close(); err != nil {
+		return false, fmt.Errorf("read stored ids: %w", err)
+	}
 	return true, nil
 }
 
