@@ -191,6 +191,18 @@ func (p *Processor) consumeDurable(_ context.Context, events []*pb.Event, now ti
 
 	p.waitTurn(b.seq)
 	defer p.endTurn(b.seq)
+	defer func() { // even if apply panics: nothing may wait on this batch forever
+		p.dmu.Lock()
+		if p.dd != nil {
+			if err == nil {
+				p.dd.commit(b.hashes, b.gen, p.store)
+			} else {
+				p.dd.release(b.hashes)
+			}
+		}
+		close(b.done)
+		p.dmu.Unlock()
+	}()
 	if err == nil {
 		p.mu.Lock()
 		for _, i := range b.newIdx {
@@ -207,16 +219,6 @@ func (p *Processor) consumeDurable(_ context.Context, events []*pb.Event, now ti
 			}
 		}
 	}
-	p.dmu.Lock()
-	if p.dd != nil {
-		if err == nil {
-			p.dd.commit(b.hashes, b.gen, p.store)
-		} else {
-			p.dd.release(b.hashes)
-		}
-	}
-	close(b.done)
-	p.dmu.Unlock()
 	return err
 }
 
