@@ -552,13 +552,16 @@ func TestLoad(t *testing.T) {
 		}
 	})
 	t.Run("relative file paths are resolved against the file", func(t *testing.T) {
-		cfg, err := Load(write("rel.yaml", "pricing:\n  table: prices/table.yaml\nhttp:\n  web_config_file: web.yml\n"+
+		cfg, err := Load(write("rel.yaml", "pricing:\n  table: prices/table.yaml\n  overrides: prices/over.yaml\nhttp:\n  web_config_file: web.yml\n"+
 			"receiver:\n  auth:\n    token_file: secrets/token\n  grpc:\n    tls:\n      cert_file: tls.crt\n      key_file: tls.key\n      client_ca_file: /abs/ca.crt\n"))
 		if err != nil {
 			t.Fatal(err)
 		}
 		if want := filepath.Join(dir, "prices", "table.yaml"); cfg.Pricing.Table != want {
 			t.Errorf("pricing.table = %q, want %q", cfg.Pricing.Table, want)
+		}
+		if want := filepath.Join(dir, "prices", "over.yaml"); cfg.Pricing.Overrides != want {
+			t.Errorf("pricing.overrides = %q, want %q", cfg.Pricing.Overrides, want)
 		}
 		if want := filepath.Join(dir, "web.yml"); cfg.HTTP.WebConfigFile != want {
 			t.Errorf("http.web_config_file = %q, want %q", cfg.HTTP.WebConfigFile, want)
