@@ -60,15 +60,18 @@ func BenchmarkPriceMiss(b *testing.B) {
 func BenchmarkDefaultTable(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, _, _, err := read(mustGunzip(b), FormatLiteLLM); err != nil {
+		data, err := gunzipSnapshot()
+		if err != nil {
 			b.Fatal(err)
 		}
+		specs, _, _, err := read(data, FormatLiteLLM)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, errs := build(specs, nil, nil); len(errs) > 0 {
+			b.Fatal(errs)
+		}
 	}
-}
-
-func mustGunzip(b *testing.B) []byte {
-	b.Helper()
-	return loadBuiltin().data
 }
 
 func TestPriceCostZeroAllocs(t *testing.T) {

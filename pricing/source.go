@@ -238,7 +238,6 @@ var snapshotMeta []byte
 // builtin is the built-in table, read once.
 type builtin struct {
 	snap  Snapshot
-	data  []byte
 	specs []spec
 	rep   Report
 	table *Table
@@ -251,11 +250,7 @@ var loadBuiltin = sync.OnceValue(func() *builtin {
 		if err := json.Unmarshal(snapshotMeta, &b.snap); err != nil {
 			return fmt.Errorf("snapshot.json: %w", err)
 		}
-		zr, err := gzip.NewReader(bytes.NewReader(snapshotGzip))
-		if err != nil {
-			return err
-		}
-		data, err := io.ReadAll(io.LimitReader(zr, maxTableBytes+1))
+		data, err := gunzipSnapshot()
 		if err != nil {
 			return err
 		}
@@ -263,7 +258,6 @@ var loadBuiltin = sync.OnceValue(func() *builtin {
 		if hex.EncodeToString(sum[:]) != b.snap.SHA256 {
 			return errors.New("the snapshot's SHA-256 is not the one snapshot.json records")
 		}
-		b.data = data
 		b.specs, _, b.rep, err = read(data, FormatLiteLLM)
 		if err != nil {
 			return err
@@ -287,6 +281,15 @@ var loadBuiltin = sync.OnceValue(func() *builtin {
 	}
 	return b
 })
+
+// gunzipSnapshot returns the embedded LiteLLM list, uncompressed.
+func gunzipSnapshot() ([]byte, error) {
+	zr, err := gzip.NewReader(bytes.NewReader(snapshotGzip))
+	if err != nil {
+		return nil, err
+	}
+	return io.ReadAll(io.LimitReader(zr, maxTableBytes+1))
+}
 
 // Default returns the built-in price table: the snapshot of LiteLLM's
 // price list embedded in the binary (pricing/snapshot). It is read once
