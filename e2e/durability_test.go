@@ -198,13 +198,17 @@ func TestKill9Durability(t *testing.T) {
 			c.stop()
 			break
 		}
+		// The kill's moment is drawn before the load starts: killLoad draws
+		// its workers' seeds from rng too, and rng is not safe for
+		// concurrent use.
+		killAfter := time.Duration(50+rng.IntN(1200)) * time.Millisecond
 		stop := make(chan struct{})
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
 			killLoad(t, c, k, rng, cycle, stop)
 		}()
-		time.Sleep(time.Duration(50+rng.IntN(1200)) * time.Millisecond)
+		time.Sleep(killAfter)
 		if err := c.cmd.Process.Kill(); err != nil {
 			t.Fatal(err)
 		}
