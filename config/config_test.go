@@ -679,7 +679,7 @@ func TestMemoryLimitDefault(t *testing.T) {
 	if got := (Memory{LimitMiB: 128}).LimitBytes(); got != 128*mib {
 		t.Errorf("LimitBytes = %d, want %d", got, 128*mib)
 	}
-	for _, tc := range []struct{ limit, want int64 }{{16, 12 * mib}, {64, 48 * mib}, {96, 72 * mib}, {128, 104 * mib}, {256, 232 * mib}, {1024, 1000 * mib}} {
+	for _, tc := range []struct{ limit, want int64 }{{16, 12 * mib}, {64, 48 * mib}, {96, 72 * mib}, {128, 96 * mib}, {256, 224 * mib}, {1024, 992 * mib}} {
 		if got := (Memory{LimitMiB: int(tc.limit)}).RuntimeLimitBytes(); got != tc.want {
 			t.Errorf("RuntimeLimitBytes at %d MiB = %d MiB, want %d MiB", tc.limit, got/mib, tc.want/mib)
 		}

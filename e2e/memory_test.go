@@ -14,7 +14,7 @@ func TestMemoryLimitSetsRuntimeLimit(t *testing.T) {
 		want float64
 	}{
 		{"memory.limit_mib", options{MemoryLimitMiB: 80}, 60 << 20}, // 3/4 of it, see Memory.RuntimeLimitBytes
-		{"memory.limit_mib, large", options{MemoryLimitMiB: 1024}, 1000 << 20},
+		{"memory.limit_mib, large", options{MemoryLimitMiB: 1024}, 992 << 20},
 		{"GOMEMLIMIT wins", options{MemoryLimitMiB: 100, Env: []string{"GOMEMLIMIT=50MiB"}}, 50 << 20},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -403,8 +403,12 @@ func stormScrapes(t *testing.T, c *collector) string {
 		}
 		wg.Wait()
 	}
-	if n := seen.get(codes.Code(http.StatusOK)); n != 8*rounds {
-		t.Errorf("%d of %d scrapes answered 200 (%s)", n, 8*rounds, seen.String())
+	// A scrape waits at most 10 s for its gather (then 503, as a
+	// Prometheus scrape would time out): on a starved machine some may.
+	ok, late := seen.get(codes.Code(http.StatusOK)), seen.get(codes.Code(http.StatusServiceUnavailable))
+	if ok == 0 || ok+late != 8*rounds {
+		t.Errorf("%d of %d scrapes answered 200 and %d 503, want every one answered and at least one 200 (%s)",
+			ok, 8*rounds, late, seen.String())
 	}
 	return fmt.Sprintf("%d rounds of 8 scrapes, HTTP statuses %s, %d gzip bytes each", rounds, seen.String(), got.Load()/int64(8*rounds))
 }
