@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/bits-and-blooms/bloom/v3"
 	"github.com/cespare/xxhash/v2"
 	"google.golang.org/protobuf/proto"
 
@@ -55,7 +56,42 @@ type memGen struct {
 	// complete: ids holds every id of gen stored so far, so a miss needs no
 	// disk lookup.
 	complete bool
+	// filter is a bloom filter of every id of gen stored so far, while
+	// filterN <= filterCap: an id it does not hold is not on disk either,
+	// so most new ids need no disk lookup. Past its capacity (or when a
+	// restart found more ids than it holds) it is not used.
+	filter  *bloom.BloomFilter
+	filterN int
+	usable  bool
+	key     [8]byte
 }
+
+// filterHas reports whether h may be in the filter; true when it is unusable.
+func (m *memGen) filterHas(h uint64) bool {
+	if !m.usable {
+		return true
+	}
+	binary.BigEndian.PutUint64(m.key[:], h)
+	return m.filter.Test(m.key[:])
+}
+
+func (m *memGen) filterAdd(h uint64, capacity int) {
+	if !m.usable {
+		return
+	}
+	if m.filterN >= capacity {
+		m.usable = false // saturated: its false positives would grow
+		return
+	}
+	binary.BigEndian.PutUint64(m.key[:], h)
+	m.filter.Add(m.key[:])
+	m.filterN++
+}
+
+// filterPerMemID is the filter's capacity per id the memory maps hold: at
+// 1% false positives a filter takes ~1.2 bytes an id, so it covers twenty
+// times the ids for about the memory of the map.
+const filterPerMemID = 20
 
 // durableDedupe finds the ids of the dedupe window in storage, with the
 // most recent of them in memory. Ids are kept in generations of one window:
@@ -63,8 +99,9 @@ type memGen struct {
 // hash is keyed by a random seed kept in the store. Guarded by
 // Processor.dmu.
 type durableDedupe struct {
-	window  int64
-	memMax  int
+	window    int64
+	memMax    int
+	filterCap int
 	seed    uint64
 	digest  *xxhash.Digest
 	gens    [2]memGen
@@ -78,8 +115,9 @@ func newDurableDedupe(window time.Duration, maxIDs int, store *storage.Store, no
 	}
 	seed := store.Seed()
 	d := &durableDedupe{
-		window:  int64(window),
-		memMax:  max(maxIDs/2, 1),
+		window:    int64(window),
+		memMax:    max(maxIDs/2, 1),
+		filterCap: max(maxIDs/2, 1) * filterPerMemID,
 		seed:    seed,
 		digest:  xxhash.NewWithSeed(seed),
 		pending: make(map[uint64]*inflight),
@@ -89,12 +127,19 @@ func newDurableDedupe(window time.Duration, maxIDs int, store *storage.Store, no
 	// the generation ends.
 	g := d.gen(now)
 	for _, gg := range []int64{g - 1, g} {
-		m := memGen{gen: gg, ids: make(map[uint64]struct{})}
-		all, err := store.IDs(gg, d.memMax, func(h uint64) { m.ids[h] = struct{}{} })
+		m := memGen{gen: gg, ids: make(map[uint64]struct{}),
+			filter: bloom.NewWithEstimates(uint(d.filterCap), 0.01), usable: true}
+		all, err := store.IDs(gg, d.filterCap, func(h uint64) {
+			if len(m.ids) < d.memMax {
+				m.ids[h] = struct{}{}
+			}
+			m.filterAdd(h, d.filterCap)
+		})
 		if err != nil {
 			return nil, err
 		}
-		m.complete = all
+		m.complete = all && len(m.ids) == m.filterN
+		m.usable = m.usable && all
 		d.gens[gg&1] = m
 	}
 	return d, nil
@@ -120,6 +165,8 @@ func (d *durableDedupe) slot(gen int64, store *storage.Store) *memGen {
 	}
 	m.gen, m.complete = gen, true
 	clear(m.ids)
+	m.filter.ClearAll()
+	m.filterN, m.usable = 0, true
 	if gen-1 > d.dropped {
 		// Both slots now hold gen-1 or newer: older disk generations expired.
 		if err := store.DropGenerationsBefore(gen - 1); err == nil {
@@ -136,7 +183,7 @@ func (d *durableDedupe) seen(h uint64, gen int64, store *storage.Store) (bool, e
 			if _, ok := m.ids[h]; ok {
 				return true, nil
 			}
-			if m.complete {
+			if m.complete || !m.filterHas(h) {
 				continue
 			}
 		}
@@ -156,6 +203,7 @@ func (d *durableDedupe) commit(hashes []uint64, gen int64, store *storage.Store)
 		if m == nil {
 			continue
 		}
+		m.filterAdd(h, d.filterCap)
 		if len(m.ids) >= d.memMax {
 			m.complete = false // the rest is on disk only
 			continue

@@ -331,3 +331,30 @@ func TestTokenSumsSaturate(t *testing.T) {
 		t.Errorf("saturations at exactly the bound %v, want 0", got)
 	}
 }
+
+// TestDurableDedupeFilter: memory holds 5 ids a generation and its filter
+// 100; every id beyond memory is still found (filter then disk), across a
+// restart too, and new ids are accepted.
+func TestDurableDedupeFilter(t *testing.T) {
+	d := newDurable(t, Config{DedupeWindow: time.Hour, DedupeMaxIDs: 10})
+	first := workload("f", 60)
+	d.mustConsume(first...)
+	check := func(what string) {
+		t.Helper()
+		for i, r := range d.mustConsume(first...) {
+			if r.Outcome != Duplicate {
+				t.Fatalf("%s: event %d resent: %v, want duplicate", what, i, r.Outcome)
+			}
+		}
+	}
+	check("filter in use")
+	d.crash()
+	check("after a restart")
+	for i, r := range d.mustConsume(workload("g", 30)...) {
+		if r.Outcome == Duplicate {
+			t.Fatalf("new event %d called a duplicate", i)
+		}
+	}
+	d.mustConsume(workload("h", 200)...) // past the filter's capacity: disk only
+	check("filter saturated")
+}
