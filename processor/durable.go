@@ -102,11 +102,11 @@ type durableDedupe struct {
 	window    int64
 	memMax    int
 	filterCap int
-	seed    uint64
-	digest  *xxhash.Digest
-	gens    [2]memGen
-	pending map[uint64]*inflight
-	dropped int64 // disk generations before this one are deleted
+	seed      uint64
+	digest    *xxhash.Digest
+	gens      [2]memGen
+	pending   map[uint64]*inflight
+	dropped   int64 // disk generations before this one are deleted
 }
 
 func newDurableDedupe(window time.Duration, maxIDs int, store *storage.Store, now int64) (*durableDedupe, error) {
@@ -118,9 +118,9 @@ func newDurableDedupe(window time.Duration, maxIDs int, store *storage.Store, no
 		window:    int64(window),
 		memMax:    max(maxIDs/2, 1),
 		filterCap: max(maxIDs/2, 1) * filterPerMemID,
-		seed:    seed,
-		digest:  xxhash.NewWithSeed(seed),
-		pending: make(map[uint64]*inflight),
+		seed:      seed,
+		digest:    xxhash.NewWithSeed(seed),
+		pending:   make(map[uint64]*inflight),
 	}
 	// After a restart, memory starts with the ids stored in the window's
 	// generations when they fit; otherwise it misses go to disk until
