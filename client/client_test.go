@@ -522,6 +522,7 @@ func TestNewRefusesBadOptions(t *testing.T) {
 		"timeout -1":      {"localhost:1", []Option{WithTimeout(-1)}, "timeout"},
 		"give up 0":       {"localhost:1", []Option{WithGiveUpAfter(0)}, "give-up"},
 		"backoff max<min": {"localhost:1", []Option{WithBackoff(time.Second, time.Millisecond)}, "backoff"},
+		"stream idle 0":   {"localhost:1", []Option{WithStreamIdle(0)}, "stream idle"},
 		"bad target":      {"unix://%zz", nil, "agentmeter client for"},
 	} {
 		t.Run(name, func(t *testing.T) {

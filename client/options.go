@@ -22,6 +22,9 @@ const (
 	DefaultGiveUpAfter    = 5 * time.Minute
 	DefaultInitialBackoff = 100 * time.Millisecond
 	DefaultMaxBackoff     = 5 * time.Second
+	// DefaultStreamIdle is half the sidecar's default
+	// receiver.grpc.receive_timeout (1m).
+	DefaultStreamIdle = 30 * time.Second
 )
 
 type options struct {
@@ -33,6 +36,7 @@ type options struct {
 	giveUpAfter    time.Duration
 	initialBackoff time.Duration
 	maxBackoff     time.Duration
+	streamIdle     time.Duration
 	token          string
 	agent          string
 	logger         *slog.Logger
@@ -50,6 +54,7 @@ func defaultOptions() options {
 		giveUpAfter:    DefaultGiveUpAfter,
 		initialBackoff: DefaultInitialBackoff,
 		maxBackoff:     DefaultMaxBackoff,
+		streamIdle:     DefaultStreamIdle,
 		now:            time.Now,
 	}
 }
@@ -73,6 +78,9 @@ func (o options) validate() error {
 	}
 	if o.giveUpAfter <= 0 {
 		errs = append(errs, fmt.Errorf("give-up time must be > 0, got %s", o.giveUpAfter))
+	}
+	if o.streamIdle <= 0 {
+		errs = append(errs, fmt.Errorf("stream idle time must be > 0, got %s", o.streamIdle))
 	}
 	if o.initialBackoff <= 0 || o.maxBackoff < o.initialBackoff {
 		errs = append(errs, fmt.Errorf("backoff must be 0 < initial <= max, got %s and %s", o.initialBackoff, o.maxBackoff))
@@ -131,3 +139,9 @@ func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l 
 func WithDialOptions(opts ...grpc.DialOption) Option {
 	return func(o *options) { o.dialOptions = append(o.dialOptions, opts...) }
 }
+
+// WithStreamIdle is how long an unused stream is kept (default 30 s); an
+// older one is replaced before the next batch. Keep it below the sidecar's
+// receiver.grpc.receive_timeout (1 minute by default), after which the
+// sidecar ends a stream that sends nothing.
+func WithStreamIdle(d time.Duration) Option { return func(o *options) { o.streamIdle = d } }

@@ -25,7 +25,9 @@ type sender struct {
 
 	stream       pb.IngestService_RecordStreamClient
 	cancelStream context.CancelFunc
+	lastUsed     time.Time // when the stream last carried a batch
 }
+
 
 // eventOverhead is what an event adds to a RecordRequest beyond its own
 // encoding: the field tag and a length of up to 3 bytes.
@@ -198,6 +200,12 @@ func (s *sender) tally(batch []*pb.Event, resp *pb.RecordResponse) {
 // answer within the timeout. Any error leaves the stream closed, so that
 // the next attempt opens a fresh one.
 func (s *sender) roundTrip(ctx context.Context, req *pb.RecordRequest) (*pb.RecordResponse, error) {
+	// The sidecar ends a stream that sends nothing for its
+	// receiver.grpc.receive_timeout: an older one is replaced before it is
+	// used, rather than failing once and waiting for a retry.
+	if s.stream != nil && time.Since(s.lastUsed) > s.c.opts.streamIdle {
+		s.closeStream()
+	}
 	if s.stream == nil {
 		sctx, cancel := context.WithCancel(ctx)
 		stream, err := s.c.ingest.RecordStream(sctx)
@@ -221,6 +229,7 @@ func (s *sender) roundTrip(ctx context.Context, req *pb.RecordRequest) (*pb.Reco
 		s.closeStream()
 		return nil, err
 	}
+	s.lastUsed = time.Now()
 	return resp, nil
 }
 

@@ -309,3 +309,38 @@ func TestClientTokenOverUnixSocket(t *testing.T) {
 		}
 	}
 }
+
+// TestClientReplacesIdleStream: the sidecar ends a stream that sends
+// nothing for receiver.grpc.receive_timeout; a client whose stream was idle
+// longer than WithStreamIdle opens a new one instead of failing once on
+// the old one. With a longer WithStreamIdle the cut stream costs a retry,
+// which shows that the sidecar did cut it.
+func TestClientReplacesIdleStream(t *testing.T) {
+	needBinary(t)
+	o := options{}.withDefaults()
+	grpcAddr, httpAddr := freePort(t), freePort(t)
+	cfg := strings.Replace(configYAML(o, grpcAddr, httpAddr), "  grpc:\n", "  grpc:\n    receive_timeout: 1s\n", 1)
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	col := launch(t, o, path, grpcAddr, httpAddr)
+	if err := col.waitReady(readyTimeout); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		idle        time.Duration
+		wantRetried bool
+	}{{500 * time.Millisecond, false}, {time.Hour, true}} {
+		c := newTestClient(t, grpcAddr, client.WithStreamIdle(tc.idle))
+		c.Record(clientCall("idle", 0, nil))
+		flushClient(t, c)
+		time.Sleep(2 * time.Second) // past the receive timeout: the sidecar ends the stream
+		c.Record(clientCall("idle", 1, nil))
+		flushClient(t, c)
+		st := c.Stats()
+		if st.Accepted != 2 || (st.Retried > 0) != tc.wantRetried {
+			t.Errorf("WithStreamIdle(%v): %+v; want 2 accepted, retried %v", tc.idle, st, tc.wantRetried)
+		}
+	}
+}
