@@ -28,7 +28,6 @@ type sender struct {
 	lastUsed     time.Time // when the stream last carried a batch
 }
 
-
 // eventOverhead is what an event adds to a RecordRequest beyond its own
 // encoding: the field tag and a length of up to 3 bytes.
 const eventOverhead = 4
