@@ -1,6 +1,7 @@
 package pricing
 
 import (
+	"runtime"
 	"testing"
 	"time"
 )
@@ -59,6 +60,10 @@ func BenchmarkPriceMiss(b *testing.B) {
 // and index LiteLLM's list, once per process.
 func BenchmarkDefaultTable(b *testing.B) {
 	b.ReportAllocs()
+	var kept *Table
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
 	for b.Loop() {
 		data, err := gunzipSnapshot()
 		if err != nil {
@@ -68,10 +73,18 @@ func BenchmarkDefaultTable(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if _, errs := build(specs, nil, nil); len(errs) > 0 {
+		t, errs := build(specs, nil, nil)
+		if len(errs) > 0 {
 			b.Fatal(errs)
 		}
+		kept = t
 	}
+	b.StopTimer()
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	// What one table keeps (the last one read is still referenced).
+	b.ReportMetric(float64(int64(after.HeapAlloc)-int64(before.HeapAlloc))/1e6, "MB-live")
+	runtime.KeepAlive(kept)
 }
 
 func TestPriceCostZeroAllocs(t *testing.T) {
