@@ -6,15 +6,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"math"
 	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -31,61 +28,6 @@ import (
 	pb "github.com/agentmeter/agentmeter/proto/agentmeter/v1"
 )
 
-// promSample is one series of an instant query's answer.
-type promSample struct {
-	Metric map[string]string
-	Value  float64
-}
-
-// promQuery runs an instant query on the Prometheus at addr.
-func promQuery(addr, q string) ([]promSample, error) {
-	client := &http.Client{Timeout: 10 * time.Second}
-	resp, err := client.Get("http://" + addr + "/api/v1/query?query=" + url.QueryEscape(q))
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return nil, err
-	}
-	var res struct {
-		Status string `json:"status"`
-		Error  string `json:"error"`
-		Data   struct {
-			ResultType string `json:"resultType"`
-			Result     []struct {
-				Metric map[string]string `json:"metric"`
-				Value  [2]any            `json:"value"`
-			} `json:"result"`
-		} `json:"data"`
-	}
-	if err := json.Unmarshal(body, &res); err != nil {
-		return nil, fmt.Errorf("decode %s: %w", body, err)
-	}
-	if res.Status != "success" || res.Data.ResultType != "vector" {
-		return nil, fmt.Errorf("query %s: status %s, type %s, error %s", q, res.Status, res.Data.ResultType, res.Error)
-	}
-	var out []promSample
-	for _, r := range res.Data.Result {
-		str, _ := r.Value[1].(string)
-		v, err := strconv.ParseFloat(str, 64)
-		if err != nil {
-			return nil, fmt.Errorf("query %s: value %v: %w", q, r.Value, err)
-		}
-		out = append(out, promSample{Metric: r.Metric, Value: v})
-	}
-	return out, nil
-}
-
-// panelQuery is one target of a dashboard panel.
-type panelQuery struct {
-	dashboard, panel, expr, legend string
-}
-
-// dashboardQueries decodes a dashboard JSON file with the Grafana Foundation
-// SDK's types and returns every panel target and the template variables'
-// queries.
 func dashboardQueries(t *testing.T, path string) (targets []panelQuery, variables map[string]string) {
 	t.Helper()
 	b, err := os.ReadFile(path)
