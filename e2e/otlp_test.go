@@ -479,42 +479,7 @@ func TestOTLPHTTPProtobuf(t *testing.T) {
 	t.Parallel()
 	s := &sink{}
 	var badRequests atomic.Int64
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodPost || r.URL.Path != "/v1/metrics" {
-			badRequests.Add(1)
-			http.Error(w, "want POST /v1/metrics", http.StatusNotFound)
-			return
-		}
-		var body io.Reader = r.Body
-		if r.Header.Get("Content-Encoding") == "gzip" {
-			zr, err := gzip.NewReader(r.Body)
-			if err != nil {
-				http.Error(w, err.Error(), http.StatusBadRequest)
-				return
-			}
-			body = zr
-		}
-		b, err := io.ReadAll(body)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		if ct := r.Header.Get("Content-Type"); ct != "application/x-protobuf" {
-			badRequests.Add(1)
-			http.Error(w, "content type "+ct, http.StatusUnsupportedMediaType)
-			return
-		}
-		req := new(collectorpb.ExportMetricsServiceRequest)
-		if err := proto.Unmarshal(b, req); err != nil {
-			badRequests.Add(1)
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		s.add(export{at: time.Now(), path: r.URL.Path, req: req})
-		out, _ := proto.Marshal(&collectorpb.ExportMetricsServiceResponse{})
-		w.Header().Set("Content-Type", "application/x-protobuf")
-		_, _ = io.Copy(w, bytes.NewReader(out))
-	}))
+	srv := httptest.NewServer(otlpHTTPHandler(s, &badRequests))
 	t.Cleanup(srv.Close)
 
 	c := startCollector(t, options{
@@ -549,3 +514,45 @@ func TestOTLPHTTPProtobuf(t *testing.T) {
 // otlpHTTPEndpoint is exporters.otlp.endpoint for an OTLP/HTTP server at
 // base (http://host:port): the full URL of the metrics path.
 func otlpHTTPEndpoint(base string) string { return base + "/v1/metrics" }
+
+// otlpHTTPHandler is an OTLP/HTTP protobuf receiver: it takes gzip or plain
+// export requests at POST /v1/metrics into s, and refuses every other
+// request, counting it in badRequests.
+func otlpHTTPHandler(s *sink, badRequests *atomic.Int64) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost || r.URL.Path != "/v1/metrics" {
+			badRequests.Add(1)
+			http.Error(w, "want POST /v1/metrics", http.StatusNotFound)
+			return
+		}
+		var body io.Reader = r.Body
+		if r.Header.Get("Content-Encoding") == "gzip" {
+			zr, err := gzip.NewReader(r.Body)
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusBadRequest)
+				return
+			}
+			body = zr
+		}
+		b, err := io.ReadAll(body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		if ct := r.Header.Get("Content-Type"); ct != "application/x-protobuf" {
+			badRequests.Add(1)
+			http.Error(w, "content type "+ct, http.StatusUnsupportedMediaType)
+			return
+		}
+		req := new(collectorpb.ExportMetricsServiceRequest)
+		if err := proto.Unmarshal(b, req); err != nil {
+			badRequests.Add(1)
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		s.add(export{at: time.Now(), path: r.URL.Path, req: req})
+		out, _ := proto.Marshal(&collectorpb.ExportMetricsServiceResponse{})
+		w.Header().Set("Content-Type", "application/x-protobuf")
+		_, _ = io.Copy(w, bytes.NewReader(out))
+	})
+}
