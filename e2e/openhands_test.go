@@ -5,8 +5,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -407,5 +409,57 @@ func TestOpenHandsStateSurvivesRestart(t *testing.T) {
 	}
 	if v, _ := fams.value("agentmeter_conversations_created_total", labels{"trigger": "api"}); v != 1 {
 		t.Errorf("agentmeter_conversations_created_total = %v, want 1", v)
+	}
+}
+
+// TestOpenHandsStateFileImported: the state file an earlier version kept
+// in storage.directory (openhands-state.jsonl, one JSON record a line) is
+// imported into the durable store at start and removed; the highest values
+// it held are not counted again, before or after the next restart.
+func TestOpenHandsStateFileImported(t *testing.T) {
+	dir := t.TempDir()
+	first := ohLastStats(t, ohSample(t, "POST_events_batch1.json"))
+	legacy := filepath.Join(dir, "openhands-state.jsonl")
+	lines := fmt.Sprintf(`{"c":%q,"created":true,"full":true}`+"\n"+`{"c":%q,"u":"agent","p":%d,"o":%d,"cr":%d,"cw":%d,"k":%v}`+"\n",
+		ohConv, ohConv, first.Prompt, first.Completion, first.CacheRead, first.CacheWrite, first.Cost)
+	if err := os.WriteFile(legacy, []byte(lines), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c1 := startOpenHandsCollectorAt(t, "", "", dir)
+	if _, err := os.Stat(legacy); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("%s after the start: %v, want it removed", legacy, err)
+	}
+	if !strings.Contains(c1.stderr.String(), "openhands state file imported") {
+		t.Errorf("the import is not logged:\n%s", c1.stderr.String())
+	}
+	events := "/events/" + ohConv
+	final := ohLastStats(t, ohSample(t, "POST_events_batch2.json"))
+	check := func(c *collector, when string) {
+		t.Helper()
+		u := ohUsage(t, c, ohConv)
+		if u.GetCalls() != 1 || u.GetTokens().GetInput() != final.Prompt-first.Prompt ||
+			u.GetTokens().GetOutput() != final.Completion-first.Completion || !near(u.GetCostUsd(), final.Cost-first.Cost) {
+			t.Errorf("%s: calls %d input %d output %d cost %v; want only batch 2's call: 1, %d, %d, %v", when,
+				u.GetCalls(), u.GetTokens().GetInput(), u.GetTokens().GetOutput(), u.GetCostUsd(),
+				final.Prompt-first.Prompt, final.Completion-first.Completion, final.Cost-first.Cost)
+		}
+	}
+	// Batch 1 again (what the file held) adds nothing; batch 2 its increase.
+	ohMust(t, c1, events, ohSample(t, "POST_events_batch1.json"))
+	ohMust(t, c1, events, ohSample(t, "POST_events_batch2.json"))
+	check(c1, "after the import")
+	c1.stop()
+
+	c2 := startOpenHandsCollectorAt(t, c1.grpcAddr, c1.httpAddr, dir)
+	if strings.Contains(c2.stderr.String(), "openhands state file imported") {
+		t.Error("imported again at the next start")
+	}
+	ohMust(t, c2, events, ohSample(t, "POST_events_batch1.json"))
+	ohMust(t, c2, events, ohSample(t, "POST_events_batch2.json"))
+	ohMust(t, c2, "/conversations", ohSample(t, "POST_conversations_start.json"))
+	check(c2, "after a restart")
+	fams, _ := c2.scrape()
+	if v, _ := fams.value("agentmeter_conversations_created_total", labels{"trigger": "api"}); v != 0 {
+		t.Errorf("agentmeter_conversations_created_total = %v, want 0 (created before the import)", v)
 	}
 }

@@ -72,12 +72,9 @@ type Config struct {
 	// MaxConversations bounds the conversations whose cumulative usage is
 	// remembered (the least recently used is forgotten). 0 = 10000.
 	MaxConversations int
-	// StateFile keeps the highest cumulative values seen (and the response
-	// ids whose duration was observed) across restarts; "" = memory only.
-	// Set it with durable processor state (storage.directory).
-	StateFile string
-	// SyncState fsyncs the state file after each batch.
-	SyncState bool
+	// ImportStateFile is a LegacyStateFile to import into Deps.State once
+	// and remove; a missing file is nothing to import. "" = none.
+	ImportStateFile string
 }
 
 // DurationObserver records a call's duration learnt after its usage was
@@ -93,6 +90,10 @@ type Deps struct {
 	Consumer processor.Consumer
 	// Durations takes the calls' durations; nil = not recorded.
 	Durations DurationObserver
+	// State keeps the highest cumulative values seen (and the response
+	// ids whose duration was observed) across restarts: the durable
+	// processor state's store (storage.directory). nil = memory only.
+	State StateStore
 	// Draining is closed when the collector starts shutting down: requests
 	// are then answered 503, and the agent-server keeps them for later.
 	Draining <-chan struct{}
@@ -114,7 +115,7 @@ type Handler struct {
 	// which a conversation's batches are applied.
 	mu    sync.Mutex
 	tr    *translator
-	state *stateFile // nil = memory only
+	state StateStore // nil = memory only, or closed
 
 	// counts for the self-metrics, guarded by cmu.
 	cmu      sync.Mutex
@@ -132,30 +133,77 @@ func New(cfg Config, deps Deps) (*Handler, error) {
 	if cfg.MaxBodyBytes <= 0 || !strings.HasPrefix(cfg.Path, "/") {
 		return nil, errors.New("openhands: MaxBodyBytes must be > 0 and Path start with /")
 	}
-	h := &Handler{cfg: cfg, deps: deps, log: deps.Logger, now: deps.Now,
-		tr: newTranslator(cfg.MaxConversations), events: map[Outcome]int64{}, requests: map[int]int64{}}
+	if cfg.ImportStateFile != "" && deps.State == nil {
+		return nil, fmt.Errorf("openhands: state file %q to import, but no store to import it into", cfg.ImportStateFile)
+	}
+	h := &Handler{cfg: cfg, deps: deps, log: deps.Logger, now: deps.Now, state: deps.State,
+		tr: newTranslator(cfg.MaxConversations, deps.State != nil), events: map[Outcome]int64{}, requests: map[int]int64{}}
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
 	}
 	if h.now == nil {
 		h.now = time.Now
 	}
-	if cfg.StateFile != "" {
-		st, err := openState(cfg.StateFile, cfg.SyncState, h.tr)
+	if h.state == nil {
+		return h, nil
+	}
+	skipped, first, err := loadState(h.state, h.tr)
+	if err != nil {
+		return nil, err
+	}
+	if skipped > 0 {
+		h.log.Warn("openhands state: damaged items skipped", "items", skipped, "first", first)
+	}
+	if cfg.ImportStateFile != "" {
+		found, err := importFile(cfg.ImportStateFile, h.state, h.tr)
 		if err != nil {
 			return nil, err
 		}
-		h.state = st
-		h.log.Info("openhands state loaded", "file", cfg.StateFile, "conversations", len(h.tr.convs))
+		if found {
+			h.log.Info("openhands state file imported into the storage and removed", "file", cfg.ImportStateFile)
+		}
 	}
+	// Conversations over the bound were evicted while loading.
+	if err := h.save(nil); err != nil {
+		return nil, err
+	}
+	h.log.Info("openhands state loaded", "conversations", len(h.tr.convs))
 	return h, nil
 }
 
-// Close flushes and closes the state file. Safe to call more than once.
+// Close stops writing the state to the store (which the caller closes
+// after it). Safe to call more than once.
 func (h *Handler) Close() error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return h.state.close()
+	h.state = nil
+	return nil
+}
+
+// save writes journal, and what the translator forgot, to the store.
+// h.mu is held (or h is not yet shared).
+func (h *Handler) save(journal []stateRecord) error {
+	if h.state == nil {
+		return nil
+	}
+	drop, forgotten := h.tr.takeDropped(), h.tr.takeForgotten()
+	set := h.tr.itemsOf(journal)
+	for _, r := range forgotten {
+		if set == nil {
+			set = make(map[string]map[string][]byte)
+		}
+		if set[r.Conv] == nil {
+			set[r.Conv] = make(map[string][]byte)
+		}
+		name, _ := h.tr.item(r)
+		if _, again := set[r.Conv][name]; !again {
+			set[r.Conv][name] = nil
+		}
+	}
+	if err := h.state.WriteOpenHandsState(drop, set); err != nil {
+		return fmt.Errorf("write openhands state: %w", err)
+	}
+	return nil
 }
 
 // Routes are the handler's routes on the collector's HTTP server.
@@ -334,6 +382,10 @@ func (h *Handler) apply(ctx context.Context, b *batch) error {
 		results := h.results[:len(valid)]
 		if err := h.deps.Consumer.Consume(ctx, valid, now, results); err != nil {
 			b.rollback()
+			// What the translator forgot stays forgotten.
+			if err := h.save(nil); err != nil {
+				h.log.Error("openhands state not written", "err", err)
+			}
 			return err
 		}
 		for i, res := range results {
@@ -355,11 +407,9 @@ func (h *Handler) apply(ctx context.Context, b *batch) error {
 		h.events[o]++
 	}
 	h.cmu.Unlock()
-	if h.state != nil {
-		if err := h.state.append(b.journal, h.tr); err != nil {
-			// Applied already: the state on disk lags; see stateFile.
-			h.log.Error("openhands state not written", "err", err)
-		}
+	if err := h.save(b.journal); err != nil {
+		// Applied already: the stored state lags; see StateStore.
+		h.log.Error("openhands state not written", "err", err)
 	}
 	return nil
 }

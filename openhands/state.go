@@ -2,17 +2,55 @@ package openhands
 
 import (
 	"bufio"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 )
 
-// stateRecord is one line of the state file: a usage bucket's highest
-// values, a response id whose duration was observed, or a conversation's
-// flag. Later lines of the same key win.
+// StateStore keeps the translator's state durably: the storage package's
+// Store (storage.directory). Per conversation it holds items the feed
+// names, each with a value the feed encodes.
+//
+// The state is written after each batch the processor applied. A crash
+// between the two leaves the store one batch behind: the agent-server,
+// which got no answer, sends that batch again, and its events' ids
+// (derived from the cumulative values) are duplicates in the durable
+// dedupe, so nothing counts twice.
+type StateStore interface {
+	// OpenHandsState calls fn for every stored item; value is only valid
+	// during the call.
+	OpenHandsState(fn func(conv, item string, value []byte) error) error
+	// WriteOpenHandsState drops the conversations in drop, then writes set
+	// (conversation -> item -> value; a nil value deletes the item),
+	// atomically; synced when storage.sync is on.
+	WriteOpenHandsState(drop []string, set map[string]map[string][]byte) error
+}
+
+// LegacyStateFile is the file in storage.directory where agentmeter kept
+// the feed's state before the store did; New imports it once (see
+// Config.ImportStateFile) and removes it.
+const LegacyStateFile = "openhands-state.jsonl"
+
+// Item names: the conversation's flags, a usage bucket (+ usage_id), an
+// observed response id (+ response_id).
+const (
+	itemFlags    = "f"
+	itemUsage    = 'u'
+	itemResponse = 'r'
+
+	flagCreated   = 1
+	flagFullState = 2
+)
+
+// stateRecord is one change of the translator's state: a usage bucket's
+// highest values, a response id whose duration was observed, or a
+// conversation's flag. It is also a line of LegacyStateFile, where later
+// lines of the same key win.
 type stateRecord struct {
 	Conv       string  `json:"c"`
 	Usage      string  `json:"u,omitempty"`
@@ -73,120 +111,152 @@ func (t *translator) records() []stateRecord {
 	return out
 }
 
-// compactAfter is how many lines the state file grows by before it is
-// rewritten from the state in memory.
-const compactAfter = 200000
-
-// stateFile keeps the translator's state on disk (next to the durable
-// processor state), so that a restarted sidecar does not count a
-// conversation's cumulative usage again. It is written after each batch
-// the processor applied. A crash between the two leaves the file one batch
-// behind: the agent-server, which got no answer, sends that batch again,
-// and its events' ids (derived from the cumulative values) are duplicates
-// in the durable dedupe, so nothing counts twice.
-type stateFile struct {
-	path  string
-	sync  bool
-	f     *os.File
-	w     *bufio.Writer
-	lines int
-}
-
-// openState loads path into t (a missing file is an empty state), rewrites
-// it compactly and opens it for appending.
-func openState(path string, sync bool, t *translator) (*stateFile, error) {
-	f, err := os.Open(path)
+// item is r as a stored item. The flags item is the conversation's flags
+// in t (or r's own when t no longer has it), since a record carries only
+// the flag it set.
+func (t *translator) item(r stateRecord) (name string, value []byte) {
 	switch {
-	case errors.Is(err, fs.ErrNotExist):
-	case err != nil:
-		return nil, fmt.Errorf("open openhands state %q: %w", path, err)
-	default:
-		sc := bufio.NewScanner(f)
-		sc.Buffer(nil, 1<<20)
-		for sc.Scan() {
-			var r stateRecord
-			// A torn last line (a crash mid-write) is skipped.
-			if json.Unmarshal(sc.Bytes(), &r) == nil {
-				t.apply(r)
-			}
+	case r.Usage != "":
+		v := make([]byte, 0, 5*binary.MaxVarintLen64+8)
+		for _, n := range [...]int64{r.Prompt, r.Completion, r.CacheRead, r.CacheWrite, r.Reasoning} {
+			v = binary.AppendVarint(v, n)
 		}
-		err := sc.Err()
-		f.Close()
-		if err != nil {
-			return nil, fmt.Errorf("read openhands state %q: %w", path, err)
-		}
+		return string(itemUsage) + r.Usage, binary.BigEndian.AppendUint64(v, math.Float64bits(r.Cost))
+	case r.Response != "":
+		return string(itemResponse) + r.Response, []byte{}
 	}
-	s := &stateFile{path: path, sync: sync}
-	if err := s.compact(t); err != nil {
-		return nil, err
+	created, full := r.Created, r.FullState
+	if cs, ok := t.convs[r.Conv]; ok {
+		created, full = created || cs.created, full || cs.sawFullState
 	}
-	return s, nil
+	var f byte
+	if created {
+		f |= flagCreated
+	}
+	if full {
+		f |= flagFullState
+	}
+	return itemFlags, []byte{f}
 }
 
-// compact rewrites the file from t's state and reopens it for appending.
-func (s *stateFile) compact(t *translator) error {
-	if s.f != nil {
-		_ = s.f.Close()
-		s.f = nil
+// decodeItem is the record of a stored item.
+func decodeItem(conv, name string, v []byte) (stateRecord, error) {
+	r := stateRecord{Conv: conv}
+	if _, ok := NormalizeID(conv); !ok {
+		return r, fmt.Errorf("conversation id %q is not 32 hex characters", conv)
 	}
-	tmp := s.path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	switch {
+	case name == itemFlags:
+		if len(v) != 1 || v[0]&^(flagCreated|flagFullState) != 0 {
+			return r, fmt.Errorf("flags %x: want one byte of known flags", v)
+		}
+		r.Created, r.FullState = v[0]&flagCreated != 0, v[0]&flagFullState != 0
+	case len(name) > 1 && name[0] == itemUsage:
+		r.Usage = name[1:]
+		var n [5]int64
+		for i := range n {
+			x, k := binary.Varint(v)
+			if k <= 0 || x < 0 {
+				return r, fmt.Errorf("usage bucket %q: value %d is damaged", r.Usage, i)
+			}
+			n[i], v = x, v[k:]
+		}
+		if len(v) != 8 {
+			return r, fmt.Errorf("usage bucket %q: %d bytes of cost, want 8", r.Usage, len(v))
+		}
+		r.Cost = math.Float64frombits(binary.BigEndian.Uint64(v))
+		if math.IsNaN(r.Cost) || math.IsInf(r.Cost, 0) || r.Cost < 0 {
+			return r, fmt.Errorf("usage bucket %q: cost %v", r.Usage, r.Cost)
+		}
+		r.Prompt, r.Completion, r.CacheRead, r.CacheWrite, r.Reasoning = n[0], n[1], n[2], n[3], n[4]
+	case len(name) > 1 && name[0] == itemResponse:
+		if len(v) != 0 {
+			return r, fmt.Errorf("response id %q: %d bytes of value, want none", name[1:], len(v))
+		}
+		r.Response = name[1:]
+	default:
+		return r, fmt.Errorf("unknown item %q", name)
+	}
+	return r, nil
+}
+
+// loadState restores t from the store. A damaged item is skipped: the
+// count of them and the first one's error are returned for the log.
+func loadState(st StateStore, t *translator) (skipped int, first error, err error) {
+	err = st.OpenHandsState(func(conv, name string, v []byte) error {
+		r, err := decodeItem(conv, name, v)
+		if err != nil {
+			if skipped == 0 {
+				first = err
+			}
+			skipped++
+			return nil
+		}
+		t.apply(r)
+		return nil
+	})
 	if err != nil {
-		return fmt.Errorf("write openhands state %q: %w", tmp, err)
+		return 0, nil, fmt.Errorf("load openhands state: %w", err)
 	}
-	w := bufio.NewWriter(f)
-	enc := json.NewEncoder(w)
-	recs := t.records()
-	for _, r := range recs {
-		_ = enc.Encode(r)
+	return skipped, first, nil
+}
+
+// importFile merges the legacy state file at path into t, then writes t's
+// whole state to the store and removes the file (and a rewrite of it a
+// crash left behind). A missing file is nothing to import. A torn or
+// undecodable line (a crash mid-write) is skipped, as the file's reader
+// did. Until the file is removed an import can be repeated: the values are
+// highest values, so merging them twice changes nothing.
+func importFile(path string, st StateStore, t *translator) (found bool, err error) {
+	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
 	}
-	if err := errors.Join(w.Flush(), f.Sync(), f.Close()); err != nil {
-		return fmt.Errorf("write openhands state %q: %w", tmp, err)
+	if err != nil {
+		return true, fmt.Errorf("import openhands state %q: %w", path, err)
 	}
-	if err := os.Rename(tmp, s.path); err != nil {
-		return fmt.Errorf("replace openhands state %q: %w", s.path, err)
+	sc := bufio.NewScanner(f)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		var r stateRecord
+		if json.Unmarshal(sc.Bytes(), &r) == nil {
+			t.apply(r)
+		}
 	}
-	if d, err := os.Open(filepath.Dir(s.path)); err == nil {
+	err = sc.Err()
+	f.Close()
+	if err != nil {
+		return true, fmt.Errorf("import openhands state %q: %w", path, err)
+	}
+	if err := st.WriteOpenHandsState(t.takeDropped(), t.itemsOf(t.records())); err != nil {
+		return true, fmt.Errorf("import openhands state %q into the store: %w", path, err)
+	}
+	for _, p := range []string{path + ".tmp", path} {
+		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return true, fmt.Errorf("imported openhands state %q, but cannot remove it: %w", p, err)
+		}
+	}
+	if d, err := os.Open(filepath.Dir(path)); err == nil {
 		_ = d.Sync()
 		d.Close()
 	}
-	s.f, err = os.OpenFile(s.path, os.O_APPEND|os.O_WRONLY, 0o600)
-	if err != nil {
-		return fmt.Errorf("open openhands state %q: %w", s.path, err)
-	}
-	s.w = bufio.NewWriter(s.f)
-	s.lines = len(recs)
-	return nil
+	return true, nil
 }
 
-// append writes recs; past compactAfter lines the file is rewritten.
-func (s *stateFile) append(recs []stateRecord, t *translator) error {
+// itemsOf is recs as the store's items, by conversation.
+func (t *translator) itemsOf(recs []stateRecord) map[string]map[string][]byte {
 	if len(recs) == 0 {
 		return nil
 	}
-	enc := json.NewEncoder(s.w)
+	set := make(map[string]map[string][]byte)
 	for _, r := range recs {
-		_ = enc.Encode(r)
+		items := set[r.Conv]
+		if items == nil {
+			items = make(map[string][]byte)
+			set[r.Conv] = items
+		}
+		name, v := t.item(r)
+		items[name] = v
 	}
-	err := s.w.Flush()
-	if err == nil && s.sync {
-		err = s.f.Sync()
-	}
-	if err != nil {
-		return fmt.Errorf("append to openhands state %q: %w", s.path, err)
-	}
-	s.lines += len(recs)
-	if s.lines > compactAfter+2*len(t.convs) {
-		return s.compact(t)
-	}
-	return nil
-}
-
-func (s *stateFile) close() error {
-	if s == nil || s.f == nil {
-		return nil
-	}
-	err := errors.Join(s.w.Flush(), s.f.Close())
-	s.f = nil
-	return err
+	return set
 }

@@ -93,13 +93,33 @@ type translator struct {
 	convs    map[string]*convState
 	maxConvs int
 	tick     uint64
+	// keep: the state is kept in a store, which must forget what t
+	// forgets: the conversations evicted (dropped) and the response ids
+	// cleared at the bound (forgotten), whatever becomes of the batch.
+	keep      bool
+	dropped   []string
+	forgotten []stateRecord
 }
 
-func newTranslator(maxConvs int) *translator {
+func newTranslator(maxConvs int, keep bool) *translator {
 	if maxConvs <= 0 {
 		maxConvs = defaultMaxConvs
 	}
-	return &translator{convs: make(map[string]*convState), maxConvs: maxConvs}
+	return &translator{convs: make(map[string]*convState), maxConvs: maxConvs, keep: keep}
+}
+
+// takeDropped returns the conversations evicted since the last call.
+func (t *translator) takeDropped() []string {
+	d := t.dropped
+	t.dropped = nil
+	return d
+}
+
+// takeForgotten returns the response ids cleared since the last call.
+func (t *translator) takeForgotten() []stateRecord {
+	f := t.forgotten
+	t.forgotten = nil
+	return f
 }
 
 // conv returns the state of conversation id, evicting the least recently
@@ -119,6 +139,9 @@ func (t *translator) conv(id string) *convState {
 			}
 		}
 		delete(t.convs, oldest)
+		if t.keep {
+			t.dropped = append(t.dropped, oldest)
+		}
 	}
 	c := &convState{usage: make(map[string]*bucket), latencies: make(map[string]struct{}), tick: t.tick}
 	t.convs[id] = c
@@ -143,7 +166,7 @@ type batch struct {
 	// undo reverts the translator's state changes of this batch, last
 	// first, when its events could not be applied.
 	undo []func()
-	// journal lists the state changes, for the state file.
+	// journal lists the state changes, for the store.
 	journal []stateRecord
 }
 
@@ -422,6 +445,11 @@ func (t *translator) duration(b *batch, conv string, cs *convState, model, respo
 		return
 	}
 	if len(cs.latencies) >= maxResponseIDs {
+		if t.keep {
+			for r := range cs.latencies {
+				t.forgotten = append(t.forgotten, stateRecord{Conv: conv, Response: r})
+			}
+		}
 		clear(cs.latencies)
 	}
 	cs.latencies[responseID] = struct{}{}

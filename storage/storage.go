@@ -19,6 +19,7 @@
 //	'd' + gen + hash (8+8)  an event id seen in dedupe generation gen
 //	'c' + conversation id   a conversation's ledger entry
 //	's'                     the snapshot: aggregate totals as of a log seq
+//	'o' + conv + 0 + item   an item of the OpenHands feed's state (openhands.go)
 //
 // A Store is safe for concurrent use.
 package storage
@@ -76,11 +77,12 @@ type Store struct {
 
 // Key kinds.
 const (
-	kindMeta     = 'm'
-	kindEntry    = 'e'
-	kindID       = 'd'
-	kindConv     = 'c'
-	kindSnapshot = 's'
+	kindMeta      = 'm'
+	kindEntry     = 'e'
+	kindID        = 'd'
+	kindConv      = 'c'
+	kindSnapshot  = 's'
+	kindOpenHands = 'o'
 )
 
 var (

@@ -251,15 +251,18 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, listen list
 			Path: oh.Path, APIKeys: oh.APIKeys, MaxBodyBytes: int64(oh.MaxBodyMiB) << 20,
 			Limits: receiver.Limits{MaxFutureSkew: cfg.Receiver.MaxFutureSkew}, MaxConversations: cfg.Conversations.MaxTracked,
 		}
-		if dir := cfg.Storage.Directory; dir != "" {
-			// The feed's cumulative high-water marks live beside the
-			// durable processor state, so that a restart counts nothing twice.
-			ohCfg.StateFile, ohCfg.SyncState = filepath.Join(dir, "openhands-state.jsonl"), cfg.Storage.Sync
+		ohDeps := openhands.Deps{Logger: log, Consumer: proc, Durations: proc, Draining: draining}
+		if store != nil {
+			// The feed's cumulative high-water marks live in the durable
+			// state, so that a restart counts nothing twice; the file an
+			// earlier version kept them in is imported once.
+			ohDeps.State = store
+			ohCfg.ImportStateFile = filepath.Join(cfg.Storage.Directory, openhands.LegacyStateFile)
 		}
-		if webhook, err = openhands.New(ohCfg, openhands.Deps{Logger: log, Consumer: proc, Durations: proc, Draining: draining}); err != nil {
+		if webhook, err = openhands.New(ohCfg, ohDeps); err != nil {
 			return err
 		}
-		// Closed after the HTTP server has stopped.
+		// Closed after the HTTP server has stopped, before the store.
 		defer func() {
 			if err := webhook.Close(); err != nil {
 				log.Error("close openhands state", "err", err)
