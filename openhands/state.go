@@ -205,8 +205,10 @@ func loadState(st StateStore, t *translator) (skipped int, first error, err erro
 // whole state to the store and removes the file (and a rewrite of it a
 // crash left behind). A missing file is nothing to import. A torn or
 // undecodable line (a crash mid-write) is skipped, as the file's reader
-// did. Until the file is removed an import can be repeated: the values are
-// highest values, so merging them twice changes nothing.
+// did. The store's write has the store's durability (synced with
+// storage.sync) before the file goes. Until the file is removed an import
+// can be repeated: the values are highest values, so merging them twice
+// changes nothing.
 func importFile(path string, st StateStore, t *translator) (found bool, err error) {
 	f, err := os.Open(path)
 	if errors.Is(err, fs.ErrNotExist) {

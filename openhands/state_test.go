@@ -386,3 +386,24 @@ func FuzzStateItem(f *testing.F) {
 		}
 	})
 }
+
+// A batch the processor refuses leaves no trace in the store, but a
+// conversation it evicted from memory is dropped from the store all the
+// same (the eviction is not undone).
+func TestStoredStateOfRefusedBatch(t *testing.T) {
+	st := openStore(t, t.TempDir(), 0)
+	defer st.Close()
+	_, rec, mux := mustStart(t, Config{MaxConversations: 1}, st)
+	mustPost(t, mux, "/conversations", sample(t, "POST_conversations_start.json"))
+	if items := storedItems(t, st); len(items) != 1 || items[conv] == 0 {
+		t.Fatalf("stored %v, want %s", items, conv)
+	}
+	rec.fail = errors.New("storage unavailable")
+	other := strings.Repeat("cd", 16)
+	if w := post(t, mux, "/openhands/events/"+other, "k", "", sample(t, "POST_events_batch1.json")); w.Code != 503 {
+		t.Fatalf("refused batch: %d %s, want 503", w.Code, w.Body)
+	}
+	if items := storedItems(t, st); len(items) != 0 {
+		t.Errorf("stored %v after the refused batch, want nothing: %s evicted, %s not applied", items, conv, other)
+	}
+}
