@@ -182,7 +182,7 @@ var (
 	ReceiverEvents = Instrument{
 		Name: "agentmeter.receiver.events", Unit: "{event}", Kind: Counter,
 		Prom:        "agentmeter_receiver_events_total",
-		Description: "Events received, by payload type and outcome.",
+		Description: "Events received on the ingest API and from the OpenHands webhook (as translated), by payload type and outcome.",
 		Labels:      "event_type, outcome = accepted / duplicate / rejected",
 	}
 	OTLPExports = Instrument{

@@ -258,6 +258,10 @@ func checkKillTotals(t *testing.T, c *collector, k *killTruth, s *sink, cycle in
 	if n, _, _, _ := fams.hist("gen_ai_client_operation_duration_seconds", model, 1); int64(n) != events {
 		t.Errorf("cycle %d: /metrics duration histogram count %d, want %d", cycle, n, events)
 	}
+	// Accepted events are counted once each, whatever was killed when.
+	if v, _ := fams.value("agentmeter_receiver_events_total", labels{"event_type": "llm_call", "outcome": "accepted"}); int64(v) != events {
+		t.Errorf("cycle %d: /metrics agentmeter_receiver_events_total{llm_call,accepted} = %v, want %d", cycle, v, events)
+	}
 	var last *collectorpb.ExportMetricsServiceRequest
 	eventually(t, 20*time.Second, "an OTLP export with the acknowledged totals", func() (bool, string) {
 		ex := s.all()

@@ -368,9 +368,11 @@ func (h *Handler) unavailable(w http.ResponseWriter, err error) {
 func (h *Handler) apply(ctx context.Context, b *batch) error {
 	now := h.now()
 	valid := b.events[:0:0]
+	var invalid []*pb.Event
 	for _, ev := range b.events {
 		if field, reason, ok := receiver.Validate(ev, now, h.cfg.Limits); !ok {
 			h.log.Warn("openhands event translated into an invalid agentmeter event", "event_id", ev.GetEventId(), "field", field, "reason", reason)
+			invalid = append(invalid, ev)
 			continue
 		}
 		valid = append(valid, ev)
@@ -396,6 +398,9 @@ func (h *Handler) apply(ctx context.Context, b *batch) error {
 				h.log.Debug("openhands event not applied", "event_id", valid[i].GetEventId(), "field", res.Field, "reason", res.Reason)
 			}
 		}
+	}
+	for _, ev := range invalid {
+		h.deps.Consumer.Refused(ev)
 	}
 	if h.deps.Durations != nil {
 		for _, d := range b.durations {

@@ -50,6 +50,9 @@ func (r *recorder) Consume(_ context.Context, events []*pb.Event, _ time.Time, r
 	return nil
 }
 
+// Refused is not needed by these tests: they check what is consumed.
+func (r *recorder) Refused(*pb.Event) {}
+
 func (r *recorder) ObserveDuration(_ string, c *pb.LLMCall) {
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/agentmeter/agentmeter/catalog"
 	pb "github.com/agentmeter/agentmeter/proto/agentmeter/v1"
@@ -112,11 +113,28 @@ type aggregateState struct {
 	Limit        int64
 	HasLimit     bool
 
+	// Evicted is restored only with Ingest.Final (see tally.go).
 	Evicted     [numEvictReasons]int64
 	Saturations int64
 	// Tracked are the ids of the conversations in memory, most recently
 	// active first; their records are stored apart.
 	Tracked []string
+
+	// Ingest counts every event's outcome; nil in a snapshot of a version
+	// that did not count them.
+	Ingest *ingestState
+}
+
+// ingestState is the persisted form of agentmeter.receiver.events (see
+// tally.go). Times are Unix nanoseconds.
+type ingestState struct {
+	AcceptedStart int64
+	Accepted      [numPayloadTypes]int64
+	// Final: written by a clean shutdown, with the unlogged counts frozen;
+	// only then are the unlogged counts below (and Evicted) restored.
+	Final               bool
+	UnloggedStart       int64
+	Duplicate, Rejected [numPayloadTypes]int64
 }
 
 // saveAggregate encodes everything but the conversations. p.mu is held.
@@ -136,6 +154,13 @@ func (p *Processor) saveAggregate() ([]byte, error) {
 		Evicted:       p.convs.evicted,
 		Saturations:   p.saturations,
 	}
+	p.unlogged.mu.Lock()
+	st.Ingest = &ingestState{
+		AcceptedStart: p.acceptedStart.UnixNano(), Accepted: p.accepted,
+		Final: p.unlogged.frozen, UnloggedStart: p.unlogged.start.UnixNano(),
+		Duplicate: p.unlogged.duplicate, Rejected: p.unlogged.rejected,
+	}
+	p.unlogged.mu.Unlock()
 	for k, s := range p.llm {
 		st.Series = append(st.Series, saveSeries(k, s))
 	}
@@ -194,7 +219,8 @@ func (p *Processor) restoreAggregate(b []byte, loadConv func(id string) (*conver
 	errs = append(errs, st.SessionStart[0].restore(p.life.sessionStart[0]), st.SessionStart[1].restore(p.life.sessionStart[1]),
 		st.ConvCost.restore(p.life.convCost), st.ConvTokens.restore(p.life.convTokens))
 	p.life.crossings, p.life.limit, p.life.hasLimit = st.Crossings, st.Limit, st.HasLimit
-	p.convs.evicted, p.saturations = st.Evicted, st.Saturations
+	p.saturations = st.Saturations
+	p.restoreIngest(st.Ingest, st.Evicted)
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("restore processor snapshot: %w", err)
 	}
@@ -216,6 +242,25 @@ func (p *Processor) restoreAggregate(b []byte, loadConv func(id string) (*conver
 	slices.SortStableFunc(closed, func(a, b *conversation) int { return cmp.Compare(a.closedAt, b.closedAt) })
 	p.convs.closed = append(p.convs.closed, closed...)
 	return nil
+}
+
+// restoreIngest restores the event outcome counts of a snapshot: the
+// accepted ones always (the log replay adds those after it), the unlogged
+// ones and evictions only from the final snapshot of a clean shutdown.
+func (p *Processor) restoreIngest(in *ingestState, evicted [numEvictReasons]int64) {
+	if in == nil {
+		// Written before events were counted: they are counted from now,
+		// under a new start time.
+		p.acceptedStart = p.unlogged.start
+		return
+	}
+	p.accepted, p.acceptedStart = in.Accepted, time.Unix(0, in.AcceptedStart)
+	if !in.Final {
+		return
+	}
+	u := &p.unlogged
+	u.start, u.duplicate, u.rejected, u.resumed = time.Unix(0, in.UnloggedStart), in.Duplicate, in.Rejected, true
+	p.convs.evicted = evicted
 }
 
 type perTurnState struct {

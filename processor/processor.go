@@ -66,6 +66,10 @@ type Consumer interface {
 	// only): then none of its events was applied, results are undefined,
 	// and the whole batch may be retried. ErrStorageFull marks a full disk.
 	Consume(ctx context.Context, events []*pb.Event, now time.Time, results []Result) error
+	// Refused counts an event the caller refused without handing it to
+	// Consume (it failed validation): the processor keeps, and persists,
+	// the count of every event's outcome (agentmeter.receiver.events).
+	Refused(ev *pb.Event)
 }
 
 // ErrStorageFull is returned by Consume when the disk has no room for the
@@ -131,6 +135,13 @@ type Processor struct {
 	status        statusTable
 	life          lifecycle
 	saturations   int64
+	// accepted counts the applied events by payload type; acceptedStart
+	// is the start time of those series (see tally.go).
+	accepted      [numPayloadTypes]int64
+	acceptedStart time.Time
+	eventSets     *eventSets
+
+	unlogged unlogged
 
 	durableState
 
@@ -166,14 +177,20 @@ func New(cfg Config, deps Deps) (*Processor, error) {
 		pricer: deps.Pricer,
 		stop:   make(chan struct{}),
 		done:   make(chan struct{}),
+
+		eventSets: newEventSets(),
 	}
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
 	}
+	p.acceptedStart, p.unlogged.start = p.start, p.start
 	if deps.Store != nil {
 		now := time.Now().UnixNano()
 		p.store = deps.Store
 		p.start = deps.Store.Start()
+		// Until a snapshot says otherwise: the accepted events are all in
+		// the log since the store's creation; the unlogged counts start now.
+		p.acceptedStart, p.unlogged.start = p.start, time.Unix(0, now)
 		p.dedupe = nil
 		dd, err := newDurableDedupe(cfg.DedupeWindow, cfg.DedupeMaxIDs, deps.Store, now)
 		if err != nil {
@@ -187,6 +204,15 @@ func New(cfg Config, deps Deps) (*Processor, error) {
 		p.snapshotDone = make(chan struct{})
 		if err := p.restore(now); err != nil {
 			return nil, fmt.Errorf("restore state from storage: %w", err)
+		}
+		if p.unlogged.resumed {
+			// The final snapshot of a clean shutdown was restored: replace
+			// it at once, so that a crash from here on does not restore
+			// its unlogged counts under their start time again.
+			if err := p.Snapshot(); err != nil {
+				p.log.Warn("write storage snapshot at start; duplicate, rejection and eviction counts start again at zero", "err", err)
+				p.resetUnlogged(time.Unix(0, now))
+			}
 		}
 	}
 	return p, nil
@@ -274,7 +300,9 @@ func (p *Processor) Shutdown(ctx context.Context) error {
 			return fmt.Errorf("processor shutdown: %w", ctx.Err())
 		}
 	}
-	// A last snapshot makes the next start quick.
+	// A last snapshot makes the next start quick, and, with the unlogged
+	// counts frozen, holds them all.
+	p.freeze()
 	if err := p.Snapshot(); err != nil {
 		return fmt.Errorf("processor shutdown: %w", err)
 	}
@@ -284,8 +312,18 @@ func (p *Processor) Shutdown(ctx context.Context) error {
 // Consume implements Consumer.
 func (p *Processor) Consume(ctx context.Context, events []*pb.Event, now time.Time, results []Result) error {
 	if p.store != nil {
-		return p.consumeDurable(ctx, events, now, results)
+		if err := p.consumeDurable(ctx, events, now, results); err != nil {
+			return err
+		}
+	} else {
+		p.consumeMemory(events, now, results)
 	}
+	p.countUnlogged(events, results)
+	return nil
+}
+
+// consumeMemory is Consume in memory mode.
+func (p *Processor) consumeMemory(events []*pb.Event, now time.Time, results []Result) {
 	nowNano := now.UnixNano()
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -299,7 +337,6 @@ func (p *Processor) Consume(ctx context.Context, events []*pb.Event, now time.Ti
 		}
 		results[i] = p.apply(ev, nowNano)
 	}
-	return nil
 }
 
 // apply aggregates one new event. p.mu is held.
@@ -309,28 +346,36 @@ func (p *Processor) apply(ev *pb.Event, now int64) Result {
 		c = p.track(id, now)
 	}
 	var res Result
+	typ := typeNone
 	switch payload := ev.GetPayload().(type) {
 	case *pb.Event_LlmCall:
+		typ = typeLLMCall
 		p.applyLLMCall(c, ev.GetAgent(), payload.LlmCall, eventTime(ev, now))
 	case *pb.Event_AgentStatus:
+		typ = typeAgentStatus
 		if c != nil {
 			p.applyStatus(c, ev.GetAgent(), payload.AgentStatus.GetState())
 		}
 	case *pb.Event_Conversation:
+		typ = typeConversation
 		if limit := payload.Conversation.GetLimit(); limit != nil {
 			p.life.limit, p.life.hasLimit = limit.GetMaxConcurrentConversations(), true
 		} else if c != nil {
 			res = p.applyConversation(c, payload.Conversation, now)
 		}
 	case *pb.Event_RuntimeFault:
+		typ = typeRuntimeFault
 		p.life.faults[payload.RuntimeFault.GetKind()]++
 		if c != nil {
 			c.faults++
 		}
 	}
-	if c != nil && res.Outcome == Accepted {
-		c.noteEvent(ev, now)
-		c.changed()
+	if res.Outcome == Accepted {
+		p.accepted[typ]++
+		if c != nil {
+			c.noteEvent(ev, now)
+			c.changed()
+		}
 	}
 	if c != nil {
 		c.dirty = true
@@ -394,7 +439,9 @@ func (p *Processor) forget(c *conversation, reason evictReason) {
 	} else if c.state != pb.AgentState_AGENT_STATE_UNSPECIFIED {
 		p.status.conversations[c.statusKey]--
 	}
-	p.convs.evicted[reason]++
+	if !p.unlogged.frozen {
+		p.convs.evicted[reason]++
+	}
 	if p.store != nil {
 		p.evicted[c.id] = c // until the next snapshot has written it
 	}

@@ -110,11 +110,14 @@ func (p *Processor) Produce(context.Context) ([]metricdata.ScopeMetrics, error) 
 		DataPoints: []metricdata.DataPoint[int64]{{StartTime: start, Time: now, Value: p.overflowCalls}}}
 	saturations := metricdata.Sum[int64]{Temporality: metricdata.CumulativeTemporality, IsMonotonic: true,
 		DataPoints: []metricdata.DataPoint[int64]{{StartTime: start, Time: now, Value: p.saturations}}}
+	events, unloggedStart := p.produceEvents(now)
+	// Evictions follow sweeps and reloads that are not in the log: they
+	// have the start time of the unlogged counts (see tally.go).
 	evicted := metricdata.Sum[int64]{Temporality: metricdata.CumulativeTemporality, IsMonotonic: true}
 	for r := range numEvictReasons {
 		evicted.DataPoints = append(evicted.DataPoints, metricdata.DataPoint[int64]{
 			Attributes: attribute.NewSet(catalog.AttrCloseReason.String(evictReasonNames[r])),
-			StartTime:  start, Time: now, Value: p.convs.evicted[r],
+			StartTime:  unloggedStart, Time: now, Value: p.convs.evicted[r],
 		})
 	}
 
@@ -138,6 +141,7 @@ func (p *Processor) Produce(context.Context) ([]metricdata.ScopeMetrics, error) 
 		m(catalog.ContextUtilization, ctxUtil),
 		m(catalog.StatusTransitions, transitions),
 		m(catalog.AgentConversations, conversations),
+		m(catalog.ReceiverEvents, events),
 		m(catalog.SeriesOverflow, overflow),
 		m(catalog.ConversationsEvicted, evicted),
 		m(catalog.UnpricedCalls, unpricedSum),

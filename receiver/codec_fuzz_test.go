@@ -1,6 +1,7 @@
 package receiver
 
 import (
+	"fmt"
 	"testing"
 
 	"google.golang.org/protobuf/encoding/protowire"
@@ -60,8 +61,8 @@ func TestPlaceholderKeepsPayloadType(t *testing.T) {
 			t.Fatal(err)
 		}
 		got := placeholder(b)
-		if got.EventId != ev.EventId || eventType(got) != eventType(ev) {
-			t.Errorf("placeholder(%v) = id %q type %d, want %q type %d", ev, got.EventId, eventType(got), ev.EventId, eventType(ev))
+		if gotType, want := fmt.Sprintf("%T", got.GetPayload()), fmt.Sprintf("%T", ev.GetPayload()); got.EventId != ev.EventId || gotType != want {
+			t.Errorf("placeholder(%v) = id %q type %s, want %q type %s", ev, got.EventId, gotType, ev.EventId, want)
 		}
 	}
 }

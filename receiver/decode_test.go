@@ -210,6 +210,8 @@ func (b *blocking) Consume(_ context.Context, events []*pb.Event, _ time.Time, r
 	return nil
 }
 
+func (b *blocking) Refused(*pb.Event) {}
+
 // TestInflightBytesBudget: while requests worth max_inflight_mib are being
 // applied, the next is refused with ResourceExhausted and a RetryInfo;
 // once they are done, it goes through.

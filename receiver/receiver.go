@@ -19,7 +19,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -69,50 +68,11 @@ type Receiver struct {
 	// inflight is the estimated memory of the requests in flight, charged
 	// by request.DecodeGRPC and given back by request.release.
 	inflight atomic.Int64
-	// events[type][outcome] counts events for the self-metrics.
-	events   [numEventTypes][numOutcomes]atomic.Int64
-	eventSet [numEventTypes][numOutcomes]attribute.Set
-}
-
-// Event types of the self-metrics, by payload.
-const (
-	typeLLMCall = iota
-	typeAgentStatus
-	typeConversation
-	typeRuntimeFault
-	typeNone
-	numEventTypes
-)
-
-var eventTypeNames = [numEventTypes]string{"llm_call", "agent_status", "conversation", "runtime_fault", "none"}
-
-const (
-	outAccepted = iota
-	outDuplicate
-	outRejected
-	numOutcomes
-)
-
-var outcomeNames = [numOutcomes]string{catalog.OutcomeAccepted, catalog.OutcomeDuplicate, catalog.OutcomeRejected}
-
-func eventType(ev *pb.Event) int {
-	switch ev.GetPayload().(type) {
-	case *pb.Event_LlmCall:
-		return typeLLMCall
-	case *pb.Event_AgentStatus:
-		return typeAgentStatus
-	case *pb.Event_Conversation:
-		return typeConversation
-	case *pb.Event_RuntimeFault:
-		return typeRuntimeFault
-	}
-	return typeNone
 }
 
 type scratch struct {
 	valid   []*pb.Event
 	index   []int // index in the request of valid[i]
-	types   []int
 	results []processor.Result
 }
 
@@ -280,9 +240,8 @@ func (r *Receiver) apply(ctx context.Context, req *pb.RecordRequest, decodeIssue
 	resp := &pb.RecordResponse{}
 
 	sc := r.scratch.Get().(*scratch)
-	sc.valid, sc.index, sc.types = sc.valid[:0], sc.index[:0], sc.types[:0]
+	sc.valid, sc.index = sc.valid[:0], sc.index[:0]
 	for i, ev := range events {
-		typ := eventType(ev)
 		var field, reason string
 		ok := true
 		if issue, bad := decodeIssues[i]; bad {
@@ -291,13 +250,15 @@ func (r *Receiver) apply(ctx context.Context, req *pb.RecordRequest, decodeIssue
 			field, reason, ok = Validate(ev, now, r.cfg.Limits)
 		}
 		if !ok {
-			r.reject(resp, i, ev, typ, field, reason)
+			reject(resp, i, ev, field, reason)
 			continue
 		}
 		sc.valid = append(sc.valid, ev)
 		sc.index = append(sc.index, i)
-		sc.types = append(sc.types, typ)
 	}
+	// The validator's rejections are counted once the request is answered
+	// (a batch the processor could not store is sent again, whole).
+	refused := len(resp.Rejected)
 	if n := len(sc.valid); n > 0 {
 		if cap(sc.results) < n {
 			sc.results = make([]processor.Result, n)
@@ -309,33 +270,25 @@ func (r *Receiver) apply(ctx context.Context, req *pb.RecordRequest, decodeIssue
 			r.scratch.Put(sc)
 			return nil, storeError(err)
 		}
-		var tally [numEventTypes][2]int64
-		validatorRejections := len(resp.Rejected)
+		r.refused(events, resp.Rejected[:refused])
 		for i, res := range results {
 			switch res.Outcome {
 			case processor.Accepted:
-				tally[sc.types[i]][outAccepted]++
 				resp.Accepted++
 			case processor.Duplicate:
-				tally[sc.types[i]][outDuplicate]++
 				resp.Duplicates++
 			default:
-				r.reject(resp, sc.index[i], sc.valid[i], sc.types[i], res.Field, res.Reason)
-			}
-		}
-		for t := range numEventTypes {
-			for o := range 2 {
-				if tally[t][o] > 0 {
-					r.events[t][o].Add(tally[t][o])
-				}
+				reject(resp, sc.index[i], sc.valid[i], res.Field, res.Reason)
 			}
 		}
 		clear(results)
-		if validatorRejections > 0 && len(resp.Rejected) > validatorRejections {
+		if refused > 0 && len(resp.Rejected) > refused {
 			// Rejections by the processor were appended after the
 			// validator's; keep them all in request order.
 			slices.SortFunc(resp.Rejected, func(a, b *pb.Rejection) int { return cmp.Compare(a.Index, b.Index) })
 		}
+	} else {
+		r.refused(events, resp.Rejected)
 	}
 	clear(sc.valid) // drop the references to the request's events
 	r.scratch.Put(sc)
@@ -352,9 +305,17 @@ func storeError(err error) error {
 	return status.Errorf(codes.Unavailable, "agentmeter could not store this batch, nothing of it was applied; retry: %v", err)
 }
 
-// reject lists event i of the request as rejected and counts it.
-func (r *Receiver) reject(resp *pb.RecordResponse, i int, ev *pb.Event, typ int, field, reason string) {
-	r.events[typ][outRejected].Add(1)
+// refused hands the events the validator rejected to the processor, which
+// counts every outcome.
+func (r *Receiver) refused(events []*pb.Event, rejected []*pb.Rejection) {
+	for _, rj := range rejected {
+		r.consumer.Refused(events[rj.Index])
+	}
+}
+
+// reject lists event i of the request as rejected. The processor counts it
+// (Consumer.Refused, or its own rejections).
+func reject(resp *pb.RecordResponse, i int, ev *pb.Event, field, reason string) {
 	resp.Rejected = append(resp.Rejected, &pb.Rejection{
 		Index:   uint32(i),
 		EventId: printable(ev.GetEventId()),
@@ -379,50 +340,16 @@ func printable(s string) string {
 }
 
 func (r *Receiver) initMetrics(m metric.Meter) error {
-	for t := range numEventTypes {
-		for o := range numOutcomes {
-			r.eventSet[t][o] = attribute.NewSet(
-				catalog.AttrEventType.String(eventTypeNames[t]),
-				catalog.AttrOutcome.String(outcomeNames[o]),
-			)
-		}
-	}
-	events, err := catalog.ReceiverEvents.Int64ObservableCounter(m)
-	if err != nil {
-		return err
-	}
 	inflight, err := catalog.ReceiverInflightBytes.Int64ObservableGauge(m)
 	if err != nil {
 		return err
 	}
 	_, err = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
-		for t := range numEventTypes {
-			for oc := range numOutcomes {
-				// The "none" type only ever has rejections.
-				if t == typeNone && oc != outRejected {
-					continue
-				}
-				o.ObserveInt64(events, r.events[t][oc].Load(), metric.WithAttributeSet(r.eventSet[t][oc]))
-			}
-		}
 		o.ObserveInt64(inflight, r.inflight.Load())
 		return nil
-	}, events, inflight)
+	}, inflight)
 	if err != nil {
 		return fmt.Errorf("register receiver callback: %w", err)
 	}
 	return nil
-}
-
-// eventCount is the number of events of payload type typ ("llm_call", ...)
-// with outcome ("accepted", "duplicate", "rejected") so far. For tests.
-func (r *Receiver) eventCount(typ, outcome string) int64 {
-	for t := range numEventTypes {
-		for o := range numOutcomes {
-			if eventTypeNames[t] == typ && outcomeNames[o] == outcome {
-				return r.events[t][o].Load()
-			}
-		}
-	}
-	return 0
 }

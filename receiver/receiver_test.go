@@ -31,6 +31,8 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 type recorder struct {
 	seen    map[string]bool
 	applied []string
+	// refused are the ids of the events refused by validation.
+	refused []string
 	// fail, when set, is returned for every batch (a storage failure).
 	fail error
 }
@@ -53,6 +55,8 @@ func (r *recorder) Consume(_ context.Context, events []*pb.Event, _ time.Time, r
 	}
 	return nil
 }
+
+func (r *recorder) Refused(ev *pb.Event) { r.refused = append(r.refused, ev.GetEventId()) }
 
 type fixture struct {
 	srv    *grpcserver.Server
@@ -154,14 +158,35 @@ func TestRecordMixedBatch(t *testing.T) {
 	if strings.Join(f.rec.applied, ",") != "a,b,d" {
 		t.Errorf("applied = %v, want a,b,d in order", f.rec.applied)
 	}
-	if n := f.recv.eventCount("llm_call", "rejected"); n != 2 {
-		t.Errorf("llm_call rejected = %d, want 2", n)
+	// The processor counts every outcome: those it decided itself (the
+	// duplicate, the second created), and those refused before it.
+	if got := strings.Join(f.rec.refused, ","); got != "neg,nopayload,nan" {
+		t.Errorf("refused = %s, want neg,nopayload,nan (the validator's rejections, in order)", got)
 	}
-	if n := f.recv.eventCount("none", "rejected"); n != 1 {
-		t.Errorf("none rejected = %d, want 1", n)
+}
+
+// TestRecordStoreFailureCountsNothing: a batch the processor could not
+// store is answered Unavailable and sent again whole: its rejections are
+// counted once, when it is answered.
+func TestRecordStoreFailureCountsNothing(t *testing.T) {
+	f := newFixture(t, Config{})
+	bad := call("neg")
+	bad.GetLlmCall().PromptTokens = -1
+	req := &pb.RecordRequest{Events: []*pb.Event{call("a"), bad}}
+	f.rec.fail = errors.New("disk gone")
+	if _, err := f.client.Record(context.Background(), req); status.Code(err) != codes.Unavailable {
+		t.Fatalf("Record on a failing store: %v, want Unavailable", err)
 	}
-	if n := f.recv.eventCount("llm_call", "duplicate"); n != 1 {
-		t.Errorf("llm_call duplicate = %d, want 1", n)
+	if len(f.rec.refused) != 0 {
+		t.Errorf("refused after a failed store = %v, want none", f.rec.refused)
+	}
+	f.rec.fail = nil
+	resp, err := f.client.Record(context.Background(), req)
+	if err != nil || resp.Accepted != 1 || len(resp.Rejected) != 1 {
+		t.Fatalf("Record sent again: %v, %v; want 1 accepted, 1 rejected", resp, err)
+	}
+	if got := strings.Join(f.rec.refused, ","); got != "neg" {
+		t.Errorf("refused = %s, want neg once", got)
 	}
 }
 
@@ -292,8 +317,8 @@ func TestNonUTF8(t *testing.T) {
 	if r := out.Rejected[0]; r.Index != 1 || r.EventId != "bad" || r.Field != "llm_call.provider" {
 		t.Errorf("rejection = %v, want index 1, bad, llm_call.provider", r)
 	}
-	if n := f.recv.eventCount("llm_call", "rejected"); n != 1 {
-		t.Errorf("llm_call rejected = %d, want 1 (counted under its payload type)", n)
+	if got := strings.Join(f.rec.refused, ","); got != "bad" {
+		t.Errorf("refused = %s, want bad (counted by the processor)", got)
 	}
 }
 
