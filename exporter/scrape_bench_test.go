@@ -28,12 +28,18 @@ const seriesCap = 2000
 // an error duration histogram: the largest /metrics the defaults allow.
 func fullProcessor(tb testing.TB) *processor.Processor {
 	tb.Helper()
+	return seriesProcessor(tb, seriesCap)
+}
+
+// seriesProcessor returns a processor holding n such LLM series.
+func seriesProcessor(tb testing.TB, n int) *processor.Processor {
+	tb.Helper()
 	p, err := processor.New(processor.Config{IdleExpiry: time.Hour, MaxTracked: 10000}, processor.Deps{})
 	if err != nil {
 		tb.Fatal(err)
 	}
-	events := make([]*pb.Event, 0, 2*seriesCap)
-	for i := range seriesCap {
+	events := make([]*pb.Event, 0, 2*n)
+	for i := range n {
 		for j, errType := range []string{"", "timeout"} {
 			events = append(events, &pb.Event{
 				EventId: fmt.Sprintf("e-%d-%d", i, j), ConversationId: fmt.Sprintf("c-%d", i%100), Agent: "CodeActAgent",

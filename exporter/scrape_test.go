@@ -19,17 +19,20 @@ import (
 	"github.com/prometheus/common/expfmt"
 )
 
-// blockingGatherer counts gathers and holds each until release is closed.
-type blockingGatherer struct {
-	g       prometheus.Gatherer
+// blockingCollector counts collections and holds each until release is
+// closed.
+type blockingCollector struct {
+	c       prometheus.Collector
 	calls   atomic.Int64
 	release chan struct{}
 }
 
-func (b *blockingGatherer) Gather() ([]*dto.MetricFamily, error) {
+func (b *blockingCollector) Describe(chan<- *prometheus.Desc) {}
+
+func (b *blockingCollector) Collect(ch chan<- prometheus.Metric) {
 	b.calls.Add(1)
 	<-b.release
-	return b.g.Gather()
+	b.c.Collect(ch)
 }
 
 func testRegistry(t *testing.T) *prometheus.Registry {
@@ -56,7 +59,7 @@ func scrapeWith(h http.Handler, header map[string]string) *httptest.ResponseReco
 // TestScrapeSharesOneGather: eight scrapers arriving while a gather runs
 // get that gather's exposition; nobody gathers again.
 func TestScrapeSharesOneGather(t *testing.T) {
-	g := &blockingGatherer{g: testRegistry(t), release: make(chan struct{})}
+	g := &blockingCollector{c: testRegistry(t), release: make(chan struct{})}
 	h := newScrapeHandler(g, slog.New(slog.DiscardHandler), 10*time.Second)
 	const scrapers = 8
 	bodies := make([]string, scrapers)
@@ -143,30 +146,34 @@ func TestScrapeEncodings(t *testing.T) {
 	}
 }
 
-type failingGatherer struct{ mfs []*dto.MetricFamily }
+// failingCollector sends what c collects (if anything), then a metric that
+// cannot be written.
+type failingCollector struct{ c prometheus.Collector }
 
-func (f failingGatherer) Gather() ([]*dto.MetricFamily, error) {
-	return f.mfs, errors.New("collector broke")
+func (failingCollector) Describe(chan<- *prometheus.Desc) {}
+
+func (f failingCollector) Collect(ch chan<- prometheus.Metric) {
+	if f.c != nil {
+		f.c.Collect(ch)
+	}
+	err := errors.New("collector broke")
+	ch <- prometheus.NewInvalidMetric(prometheus.NewInvalidDesc(err), err)
 }
 
 func TestScrapeGatherErrors(t *testing.T) {
 	log := slog.New(slog.DiscardHandler)
-	rec := scrapeWith(newScrapeHandler(failingGatherer{}, log, time.Second), nil)
+	rec := scrapeWith(newScrapeHandler(failingCollector{}, log, time.Second), nil)
 	if rec.Code != http.StatusInternalServerError || !strings.Contains(rec.Body.String(), "collector broke") {
 		t.Errorf("nothing gathered: status %d %q, want 500 naming the error", rec.Code, rec.Body)
 	}
-	mfs, err := testRegistry(t).Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	rec = scrapeWith(newScrapeHandler(failingGatherer{mfs: mfs}, log, time.Second), nil)
+	rec = scrapeWith(newScrapeHandler(failingCollector{c: testRegistry(t)}, log, time.Second), nil)
 	if rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), `test_total{k="a"} 3`) {
 		t.Errorf("some gathered: status %d %q, want 200 with what was gathered", rec.Code, rec.Body)
 	}
 }
 
 func TestScrapeTimeout(t *testing.T) {
-	g := &blockingGatherer{g: testRegistry(t), release: make(chan struct{})}
+	g := &blockingCollector{c: testRegistry(t), release: make(chan struct{})}
 	defer close(g.release)
 	rec := scrapeWith(newScrapeHandler(g, slog.New(slog.DiscardHandler), 50*time.Millisecond), nil)
 	if rec.Code != http.StatusServiceUnavailable || !strings.Contains(rec.Body.String(), "scrape timeout") {
