@@ -354,3 +354,7 @@ func TestConsumeFailureRollsBack(t *testing.T) {
 		t.Errorf("calls after the resend = %v, want the first call whole", calls)
 	}
 }
+
+func (r *recorder) Begin(ctx context.Context, events []*pb.Event, now time.Time, results []processor.Result) *processor.Pending {
+	return processor.Ended(r.Consume(ctx, events, now, results))
+}

@@ -1,7 +1,6 @@
 package processor
 
 import (
-	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -10,6 +9,7 @@ import (
 
 	"github.com/bits-and-blooms/bloom/v3"
 	"github.com/cespare/xxhash/v2"
+	"github.com/klauspost/compress/s2"
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/agentmeter/agentmeter/proto/agentmeter/v1"
@@ -23,13 +23,20 @@ import (
 //     as pending for this batch, which gets the next log sequence number. A
 //     batch meeting an id pending in another batch waits for that one to
 //     end, then looks again: it is a duplicate only if the other was stored.
-//  2. write: the new events and their ids go to storage in one synced
-//     batch; concurrent batches share the fsync (group commit).
+//  2. write: the new events go to the storage log in one synced write;
+//     concurrent batches share the fsync (group commit).
 //  3. apply: in sequence order (the order of the log, so that a replay
 //     after a crash rebuilds the same state), under mu.
-//  4. release: the ids become committed, or, when the write failed, are
-//     forgotten, and nothing was applied: the client's retry is not a
-//     duplicate.
+//  4. release: the ids become committed (in the same mu section as the
+//     apply), or, when the write failed, are forgotten, and nothing was
+//     applied: the client's retry is not a duplicate.
+//
+// A committed id is held in memory (unflushed) until the next snapshot
+// writes it to its own key, in one sorted write with the snapshot that
+// drops the log entries holding it: until then the log has it, and a
+// restart's replay commits it again. Writing ids in bulk, in key order,
+// instead of with each batch, is most of what durable mode's throughput
+// owes to storage.
 //
 // The receiver acknowledges after Consume returns nil, so every
 // acknowledged event is on disk. A crash between write and acknowledgement
@@ -40,6 +47,9 @@ import (
 // one record each, written by snapshots; between two snapshots, those dropped
 // from memory wait in p.evicted, so that the records on disk always match the
 // snapshot the log is replayed onto.
+
+// ErrPanic is returned for a batch whose application panicked (a bug).
+var ErrPanic = errors.New("processor: internal error")
 
 // errStopped is returned for batches after Shutdown.
 var errStopped = errors.New("processor: shut down")
@@ -106,8 +116,29 @@ type durableDedupe struct {
 	digest    *xxhash.Digest
 	gens      [2]memGen
 	pending   map[uint64]*inflight
-	dropped   int64 // disk generations before this one are deleted
+	// dropBefore: disk generations before it are expired; the next
+	// snapshot deletes them.
+	dropBefore int64
+
+	// Committed ids not on disk yet: by batch, the ids of the batches
+	// since the last snapshot (unflushed), and those the snapshot being
+	// written holds (flushing); the ones that did not fit in gens' maps
+	// are also in the overflow sets, for lookups.
+	unflushed        []storage.GenIDs
+	unflushedN       int
+	overflow         map[uint64]struct{}
+	flushingOverflow map[uint64]struct{}
 }
+
+// idFlushEvery is the number of unflushed ids at which a snapshot is taken;
+// past idBacklogMax, new batches are refused until one succeeds.
+const (
+	idFlushEvery = 1 << 16
+	idBacklogMax = 8 * idFlushEvery
+)
+
+// errIDBacklog refuses a batch while snapshots fail to write the ids.
+var errIDBacklog = fmt.Errorf("%w: the dedupe ids could not be written for a while", ErrStorageFull)
 
 func newDurableDedupe(window time.Duration, maxIDs int, store *storage.Store, now int64) (*durableDedupe, error) {
 	if window <= 0 {
@@ -121,6 +152,7 @@ func newDurableDedupe(window time.Duration, maxIDs int, store *storage.Store, no
 		seed:      seed,
 		digest:    xxhash.NewWithSeed(seed),
 		pending:   make(map[uint64]*inflight),
+		overflow:  make(map[uint64]struct{}),
 	}
 	// After a restart, memory starts with the ids stored in the window's
 	// generations when they fit; otherwise it misses go to disk until
@@ -155,7 +187,7 @@ func (d *durableDedupe) hash(id string) uint64 {
 
 // slot returns the memory generation gen, starting it when it is newer than
 // the one in its slot; nil when gen is older than what memory holds.
-func (d *durableDedupe) slot(gen int64, store *storage.Store) *memGen {
+func (d *durableDedupe) slot(gen int64) *memGen {
 	m := &d.gens[gen&1]
 	switch {
 	case m.gen == gen:
@@ -167,25 +199,30 @@ func (d *durableDedupe) slot(gen int64, store *storage.Store) *memGen {
 	clear(m.ids)
 	m.filter.ClearAll()
 	m.filterN, m.usable = 0, true
-	if gen-1 > d.dropped {
-		// Both slots now hold gen-1 or newer: older disk generations expired.
-		if err := store.DropGenerationsBefore(gen - 1); err == nil {
-			d.dropped = gen - 1
-		}
-	}
+	// Both slots now hold gen-1 or newer: older disk generations expired.
+	d.dropBefore = max(d.dropBefore, gen-1)
 	return m
 }
 
 // seen reports whether hash h was stored in generation gen or the one before.
 func (d *durableDedupe) seen(h uint64, gen int64, store *storage.Store) (bool, error) {
-	for _, g := range [2]int64{gen, gen - 1} {
-		if m := d.slot(g, store); m != nil {
-			if _, ok := m.ids[h]; ok {
+	var mem [2]*memGen
+	for i, g := range [2]int64{gen, gen - 1} {
+		if mem[i] = d.slot(g); mem[i] != nil {
+			if _, ok := mem[i].ids[h]; ok {
 				return true, nil
 			}
-			if m.complete || !m.filterHas(h) {
-				continue
-			}
+		}
+	}
+	if _, ok := d.overflow[h]; ok {
+		return true, nil
+	}
+	if _, ok := d.flushingOverflow[h]; ok {
+		return true, nil
+	}
+	for i, g := range [2]int64{gen, gen - 1} {
+		if m := mem[i]; m != nil && (m.complete || !m.filterHas(h)) {
+			continue
 		}
 		ok, err := store.HasID(g, h)
 		if err != nil || ok {
@@ -195,21 +232,57 @@ func (d *durableDedupe) seen(h uint64, gen int64, store *storage.Store) (bool, e
 	return false, nil
 }
 
-// commit moves the batch's pending ids to memory generation gen.
-func (d *durableDedupe) commit(hashes []uint64, gen int64, store *storage.Store) {
-	m := d.slot(gen, store)
+// commit moves the batch's pending ids to memory generation gen, and to
+// the ids the next snapshot stores. hashes is kept.
+func (d *durableDedupe) commit(hashes []uint64, gen int64) {
+	m := d.slot(gen)
 	for _, h := range hashes {
 		delete(d.pending, h)
 		if m == nil {
-			continue
+			continue // expired already
 		}
 		m.filterAdd(h, d.filterCap)
 		if len(m.ids) >= d.memMax {
-			m.complete = false // the rest is on disk only
+			m.complete = false // the rest is on disk (or in overflow) only
+			d.overflow[h] = struct{}{}
 			continue
 		}
 		m.ids[h] = struct{}{}
 	}
+	if m != nil && len(hashes) > 0 {
+		d.unflushed = append(d.unflushed, storage.GenIDs{Gen: gen, Hashes: hashes})
+		d.unflushedN += len(hashes)
+	}
+}
+
+// takeUnflushed hands the unflushed ids to a snapshot; they stay visible
+// to lookups until flushed says how its write went.
+func (d *durableDedupe) takeUnflushed() (ids []storage.GenIDs, dropBefore int64) {
+	ids = d.unflushed
+	d.unflushed, d.unflushedN = nil, 0
+	for h := range d.overflow {
+		if d.flushingOverflow == nil {
+			d.flushingOverflow = make(map[uint64]struct{}, len(d.overflow))
+		}
+		d.flushingOverflow[h] = struct{}{}
+	}
+	clear(d.overflow)
+	return ids, d.dropBefore
+}
+
+// flushed ends a takeUnflushed: the ids are on disk, or (when the
+// snapshot failed) go back to the unflushed ones.
+func (d *durableDedupe) flushed(ids []storage.GenIDs, ok bool) {
+	if !ok {
+		for _, g := range ids {
+			d.unflushedN += len(g.Hashes)
+		}
+		d.unflushed = append(ids, d.unflushed...)
+		for h := range d.flushingOverflow {
+			d.overflow[h] = struct{}{}
+		}
+	}
+	d.flushingOverflow = nil
 }
 
 // release forgets the batch's pending ids.
@@ -229,36 +302,81 @@ type durableBatch struct {
 }
 
 // consumeDurable is Consume in durable mode.
-func (p *Processor) consumeDurable(_ context.Context, events []*pb.Event, now time.Time, results []Result) error {
+func (p *Processor) consumeDurable(events []*pb.Event, now time.Time, results []Result) error {
 	nowNano := now.UnixNano()
 	b, err := p.reserve(events, nowNano, results)
 	if err != nil || b == nil {
 		return err
 	}
+	return p.finish(b, events, nowNano, results)
+}
+
+// beginDurable is Begin in durable mode: reserve now, the rest in the
+// background.
+func (p *Processor) beginDurable(events []*pb.Event, now time.Time, results []Result) *Pending {
+	nowNano := now.UnixNano()
+	b, err := p.reserve(events, nowNano, results)
+	if err != nil {
+		return Ended(err)
+	}
+	if b == nil { // duplicates only
+		p.countUnlogged(events, results)
+		return Ended(nil)
+	}
+	done := make(chan struct{})
+	pd := &Pending{done: done}
+	go func() {
+		defer close(done)
+		defer func() { // the caller's goroutine would have recovered it
+			if v := recover(); v != nil {
+				p.log.Error("panic applying a batch", "panic", v)
+				pd.err = fmt.Errorf("%w: %v", ErrPanic, v)
+			}
+		}()
+		if pd.err = p.finish(b, events, nowNano, results); pd.err == nil {
+			p.countUnlogged(events, results)
+		}
+	}()
+	return pd
+}
+
+// finish writes, applies and releases a reserved batch.
+func (p *Processor) finish(b *durableBatch, events []*pb.Event, nowNano int64, results []Result) (err error) {
 	err = p.write(b, events, nowNano)
 
 	p.waitTurn(b.seq)
 	defer p.endTurn(b.seq)
-	defer func() { // even if apply panics: nothing may wait on this batch forever
+	settled := false
+	settle := func() { // the ids become committed, or are forgotten
+		settled = true
 		p.dmu.Lock()
 		if p.dd != nil {
 			if err == nil {
-				p.dd.commit(b.hashes, b.gen, p.store)
+				p.dd.commit(b.hashes, b.gen)
 			} else {
 				p.dd.release(b.hashes)
 			}
 		}
 		close(b.done)
 		p.dmu.Unlock()
+	}
+	defer func() { // even if apply panics: nothing may wait on this batch forever
+		if !settled {
+			settle()
+		}
 	}()
 	if err == nil {
 		p.mu.Lock()
 		for _, i := range b.newIdx {
 			results[i] = p.apply(events[i], nowNano)
 		}
+		// With the apply, under mu: a snapshot that has this batch has
+		// its ids among those it stores.
+		settle()
 		p.appliedSeq = b.seq
-		p.sinceSnapshot++
-		wantSnapshot := p.sinceSnapshot >= p.snapshotEvery || len(p.evicted) >= p.cfg.MaxTracked
+		p.sinceSnapshot += len(b.newIdx)
+		wantSnapshot := p.sinceSnapshot >= p.snapshotEvery || len(p.evicted) >= p.cfg.MaxTracked ||
+			p.unflushedIDs() >= idFlushEvery
 		p.mu.Unlock()
 		if wantSnapshot {
 			select {
@@ -296,6 +414,11 @@ func (p *Processor) reserve(events []*pb.Event, now int64, results []Result) (*d
 		if len(b.newIdx) == 0 {
 			p.dmu.Unlock()
 			return nil, nil
+		}
+		if p.dd != nil && p.dd.unflushedN >= idBacklogMax {
+			p.dd.release(b.hashes)
+			p.dmu.Unlock()
+			return nil, errIDBacklog
 		}
 		b.seq = p.nextSeq
 		p.nextSeq++
@@ -339,33 +462,100 @@ func (p *Processor) classify(b *durableBatch, events []*pb.Event, now int64, res
 	return nil, nil
 }
 
-// write stores the batch's new events: receipt time, then a RecordRequest.
+// write stores the batch's new events as one log entry.
 func (p *Processor) write(b *durableBatch, events []*pb.Event, now int64) error {
 	req := &pb.RecordRequest{Events: make([]*pb.Event, len(b.newIdx))}
 	for j, i := range b.newIdx {
 		req.Events[j] = events[i]
 	}
-	buf := binary.BigEndian.AppendUint64(make([]byte, 0, 8+proto.Size(req)), uint64(now))
-	buf, err := proto.MarshalOptions{}.MarshalAppend(buf, req)
+	bufs := p.entryBufs.Get().(*entryBufs)
+	defer p.entryBufs.Put(bufs)
+	entry, err := encodeEntry(bufs, now, req)
 	if err != nil {
-		return fmt.Errorf("encode batch for storage: %w", err)
+		return err
 	}
-	return p.store.Commit(b.seq, buf, b.gen, b.hashes)
+	return p.store.Commit(b.seq, entry)
+}
+
+// A log entry is entryS2, then an S2 block (github.com/klauspost/compress/s2)
+// of the receipt time (8 bytes, big-endian Unix nanoseconds) and the
+// RecordRequest of the batch's new events. Compressed, the log's bytes
+// through the WAL, the memtable and the flushes are a third or less.
+// Entries written before compression came in are the uncompressed time and
+// request; their first byte (the time's high byte, 0x18 in 2026) is never
+// entryS2.
+const entryS2 = 0x01
+
+// maxEntryBytes bounds an entry's decoded size (requests are at most a few
+// MiB), so that a damaged length cannot ask for more.
+const maxEntryBytes = 64 << 20
+
+// entryBufs are the buffers of one encodeEntry, pooled.
+type entryBufs struct{ raw, out []byte }
+
+// encodeEntry encodes a log entry into bufs; the result is valid until
+// bufs is used again.
+func encodeEntry(bufs *entryBufs, now int64, req *pb.RecordRequest) ([]byte, error) {
+	raw := binary.BigEndian.AppendUint64(bufs.raw[:0], uint64(now))
+	raw, err := proto.MarshalOptions{}.MarshalAppend(raw, req)
+	if err != nil {
+		return nil, fmt.Errorf("encode batch for storage: %w", err)
+	}
+	bufs.raw = raw
+	n := 1 + s2.MaxEncodedLen(len(raw))
+	if cap(bufs.out) < n {
+		bufs.out = make([]byte, n)
+	}
+	out := bufs.out[:n]
+	out[0] = entryS2
+	enc := s2.Encode(out[1:], raw)
+	return out[:1+len(enc)], nil
+}
+
+// decodeEntry decodes a log entry.
+func decodeEntry(entry []byte) (at int64, req *pb.RecordRequest, err error) {
+	raw := entry
+	if len(entry) > 0 && entry[0] == entryS2 {
+		n, err := s2.DecodedLen(entry[1:])
+		if err != nil || n > maxEntryBytes {
+			return 0, nil, fmt.Errorf("damaged (%d bytes decoded, %v)", n, err)
+		}
+		if raw, err = s2.Decode(make([]byte, n), entry[1:]); err != nil {
+			return 0, nil, fmt.Errorf("damaged: %w", err)
+		}
+	}
+	if len(raw) < 8 {
+		return 0, nil, fmt.Errorf("damaged: %d bytes", len(raw))
+	}
+	req = &pb.RecordRequest{}
+	if err := proto.Unmarshal(raw[8:], req); err != nil {
+		return 0, nil, fmt.Errorf("damaged: %w", err)
+	}
+	return int64(binary.BigEndian.Uint64(raw)), req, nil
 }
 
 // waitTurn blocks until every batch before seq was applied or failed.
 func (p *Processor) waitTurn(seq uint64) {
 	p.turnMu.Lock()
-	for p.turn != seq {
-		p.turnCond.Wait()
+	if p.turn == seq {
+		p.turnMu.Unlock()
+		return
 	}
+	ch := make(chan struct{})
+	p.turnWait[seq] = ch
 	p.turnMu.Unlock()
+	<-ch
 }
 
+// endTurn wakes the batch after seq, if it waits (and only it: with a
+// stream's batches pipelined, many wait at once).
 func (p *Processor) endTurn(seq uint64) {
 	p.turnMu.Lock()
 	p.turn = seq + 1
-	p.turnCond.Broadcast()
+	if ch, ok := p.turnWait[seq+1]; ok {
+		delete(p.turnWait, seq+1)
+		close(ch)
+	}
 	p.turnMu.Unlock()
 }
 
@@ -389,17 +579,20 @@ func (p *Processor) restore(now int64) error {
 	}
 	last, replayed := seq, 0
 	err = p.store.Replay(seq, func(s uint64, entry []byte) error {
-		if len(entry) < 8 {
-			return fmt.Errorf("storage log entry %d is damaged", s)
+		at, req, err := decodeEntry(entry)
+		if err != nil {
+			return fmt.Errorf("storage log entry %d is %w", s, err)
 		}
-		at := int64(binary.BigEndian.Uint64(entry))
-		var req pb.RecordRequest
-		if err := proto.Unmarshal(entry[8:], &req); err != nil {
-			return fmt.Errorf("decode storage log entry %d: %w", s, err)
-		}
+		var hashes []uint64
 		for _, ev := range req.GetEvents() {
 			p.apply(ev, at)
+			if p.dd != nil {
+				hashes = append(hashes, p.dd.hash(ev.GetEventId()))
+			}
 			replayed++
+		}
+		if p.dd != nil {
+			p.dd.commit(hashes, p.dd.gen(at))
 		}
 		last = s
 		return nil
@@ -536,9 +729,22 @@ func (p *Processor) Snapshot() error {
 		}
 	}
 	written0 := p.sinceSnapshot
+	var ids []storage.GenIDs
+	var dropBefore int64
+	p.dmu.Lock()
+	if p.dd != nil {
+		ids, dropBefore = p.dd.takeUnflushed()
+	}
+	p.dmu.Unlock()
 	p.mu.Unlock()
 
-	if err := p.store.WriteSnapshot(storage.Snapshot{Seq: seq, Aggregate: agg, Conversations: convs}); err != nil {
+	err = p.store.WriteSnapshot(storage.Snapshot{Seq: seq, Aggregate: agg, Conversations: convs, IDs: ids, DropBefore: dropBefore})
+	p.dmu.Lock()
+	if p.dd != nil {
+		p.dd.flushed(ids, err == nil)
+	}
+	p.dmu.Unlock()
+	if err != nil {
 		return err
 	}
 	p.mu.Lock()
@@ -596,10 +802,13 @@ type durableState struct {
 	nextSeq uint64
 	stopped bool
 
-	// turnMu guards turn, the sequence number of the next batch to apply.
+	entryBufs sync.Pool // *entryBufs
+
+	// turnMu guards turn, the sequence number of the next batch to apply,
+	// and the batches waiting for their turn.
 	turnMu   sync.Mutex
-	turnCond *sync.Cond
 	turn     uint64
+	turnWait map[uint64]chan struct{}
 
 	// Guarded by Processor.mu: the last batch applied, the events applied
 	// since the last snapshot, the conversations dropped from memory since
@@ -613,4 +822,14 @@ type durableState struct {
 	snapMu       sync.Mutex // one snapshot at a time
 	snapshotNow  chan struct{}
 	snapshotDone chan struct{}
+}
+
+// unflushedIDs is the number of committed ids the next snapshot stores.
+func (p *Processor) unflushedIDs() int {
+	p.dmu.Lock()
+	defer p.dmu.Unlock()
+	if p.dd == nil {
+		return 0
+	}
+	return p.dd.unflushedN
 }

@@ -358,3 +358,90 @@ func TestDurableDedupeFilter(t *testing.T) {
 	d.mustConsume(workload("h", 200)...) // past the filter's capacity: disk only
 	check("filter saturated")
 }
+
+// TestDurableIDsThroughSnapshots: ids reach their keys with snapshots, and
+// every id of the window stays a duplicate whatever happened in between:
+// a crash before any snapshot (the log has them), snapshots that moved them
+// to disk, a crash after more batches, memory far too small for them.
+func TestDurableIDsThroughSnapshots(t *testing.T) {
+	d := newDurable(t, Config{DedupeWindow: time.Hour, DedupeMaxIDs: 10})
+	var sent [][]*pb.Event
+	send := func(prefix string, n int) {
+		t.Helper()
+		evs := workload(prefix, n)
+		for i, r := range d.mustConsume(evs...) {
+			if r.Outcome == Duplicate {
+				t.Fatalf("%s: new event %d called a duplicate", prefix, i)
+			}
+		}
+		sent = append(sent, evs)
+	}
+	checkAll := func(what string) {
+		t.Helper()
+		for b, evs := range sent {
+			for i, r := range d.mustConsume(evs...) {
+				if r.Outcome != Duplicate {
+					t.Fatalf("%s: batch %d event %d resent: %v, want duplicate", what, b, i, r.Outcome)
+				}
+			}
+		}
+	}
+	snapshot := func() {
+		t.Helper()
+		if err := d.p.Snapshot(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send("a", 40)
+	d.crash()
+	checkAll("crash before any snapshot")
+	send("b", 40)
+	snapshot()
+	checkAll("after a snapshot")
+	send("c", 40)
+	d.crash()
+	checkAll("crash after a snapshot and more batches")
+	snapshot()
+	send("d", 300) // past the memory filter's capacity (100)
+	snapshot()
+	send("e", 30)
+	checkAll("filter saturated")
+	d.crash()
+	checkAll("filter saturated, after a crash")
+	// The replay committed the ids of the log after the last snapshot again
+	// (batch e); the duplicates since added none.
+	if n := d.p.unflushedIDs(); n != 30 {
+		t.Errorf("%d ids unflushed after the restart, want the 30 of the replayed batch", n)
+	}
+}
+
+// TestDurableIDsFailedSnapshot: ids a failed snapshot could not write stay
+// visible and go with the next one.
+func TestDurableIDsFailedSnapshot(t *testing.T) {
+	d := newDurable(t, Config{DedupeWindow: time.Hour, DedupeMaxIDs: 10})
+	first := workload("f", 50)
+	d.mustConsume(first...)
+	d.p.dmu.Lock()
+	ids, _ := d.p.dd.takeUnflushed()
+	d.p.dd.flushed(ids, false) // as if the write failed
+	n := d.p.dd.unflushedN
+	d.p.dmu.Unlock()
+	if n != len(first) {
+		t.Fatalf("%d ids unflushed after a failed snapshot, want %d", n, len(first))
+	}
+	for i, r := range d.mustConsume(first...) {
+		if r.Outcome != Duplicate {
+			t.Fatalf("event %d after a failed snapshot: %v, want duplicate", i, r.Outcome)
+		}
+	}
+	if err := d.p.Snapshot(); err != nil {
+		t.Fatal(err)
+	}
+	// The log entries are gone: only the id keys can know them now.
+	d.crash()
+	for i, r := range d.mustConsume(first...) {
+		if r.Outcome != Duplicate {
+			t.Fatalf("event %d after the next snapshot and a crash: %v, want duplicate", i, r.Outcome)
+		}
+	}
+}

@@ -70,7 +70,37 @@ type Consumer interface {
 	// Consume (it failed validation): the processor keeps, and persists,
 	// the count of every event's outcome (agentmeter.receiver.events).
 	Refused(ev *pb.Event)
+
+	// Begin is Consume in two steps, for a caller with several batches in
+	// flight (a stream's pipeline): it classifies the events now, and the
+	// returned Pending ends when they were applied, with Consume's error.
+	// Batches begun one after the other are applied in that order. events
+	// and results belong to the batch until its Pending ended.
+	Begin(ctx context.Context, events []*pb.Event, now time.Time, results []Result) *Pending
 }
+
+// Pending is a batch that Begin started.
+type Pending struct {
+	done <-chan struct{}
+	err  error
+}
+
+// Done is closed when the batch was applied or failed.
+func (b *Pending) Done() <-chan struct{} { return b.done }
+
+// Wait blocks until the batch was applied or failed, and returns what
+// Consume would have.
+func (b *Pending) Wait() error {
+	<-b.done
+	return b.err
+}
+
+// closedChan is the done channel of batches that end within Begin.
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+// Ended is a Pending that has already ended with err: Begin of a consumer
+// that applies a batch before it returns.
+func Ended(err error) *Pending { return &Pending{done: closedChan, err: err} }
 
 // ErrStorageFull is returned by Consume when the disk has no room for the
 // batch; retrying later can help.
@@ -197,7 +227,8 @@ func New(cfg Config, deps Deps) (*Processor, error) {
 			return nil, fmt.Errorf("restore dedupe ids from storage: %w", err)
 		}
 		p.dd = dd
-		p.turnCond = sync.NewCond(&p.turnMu)
+		p.turnWait = make(map[uint64]chan struct{})
+		p.entryBufs.New = func() any { return new(entryBufs) }
 		p.evicted = make(map[string]*conversation)
 		p.snapshotEvery = snapshotEvents
 		p.snapshotNow = make(chan struct{}, 1)
@@ -312,7 +343,7 @@ func (p *Processor) Shutdown(ctx context.Context) error {
 // Consume implements Consumer.
 func (p *Processor) Consume(ctx context.Context, events []*pb.Event, now time.Time, results []Result) error {
 	if p.store != nil {
-		if err := p.consumeDurable(ctx, events, now, results); err != nil {
+		if err := p.consumeDurable(events, now, results); err != nil {
 			return err
 		}
 	} else {
@@ -320,6 +351,19 @@ func (p *Processor) Consume(ctx context.Context, events []*pb.Event, now time.Ti
 	}
 	p.countUnlogged(events, results)
 	return nil
+}
+
+// Begin implements Consumer. In memory mode the batch is applied before it
+// returns; in durable mode its ids are reserved in the order of the calls
+// and it is written and applied in the background, so that the batches of
+// one stream share fsyncs.
+func (p *Processor) Begin(ctx context.Context, events []*pb.Event, now time.Time, results []Result) *Pending {
+	if p.store != nil {
+		return p.beginDurable(events, now, results)
+	}
+	p.consumeMemory(events, now, results)
+	p.countUnlogged(events, results)
+	return Ended(nil)
 }
 
 // consumeMemory is Consume in memory mode.

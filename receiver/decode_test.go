@@ -342,3 +342,7 @@ func BenchmarkDecode(b *testing.B) {
 		}
 	})
 }
+
+func (b *blocking) Begin(ctx context.Context, events []*pb.Event, now time.Time, results []processor.Result) *processor.Pending {
+	return processor.Ended(b.Consume(ctx, events, now, results))
+}

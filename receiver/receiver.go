@@ -155,10 +155,25 @@ func recordHandler(srv any, ctx context.Context, dec func(any) error, intercepto
 	return interceptor(ctx, q, &grpc.UnaryServerInfo{Server: srv, FullMethod: pb.IngestService_Record_FullMethodName}, handle)
 }
 
+// A stream's requests are pipelined: up to streamPipeline of them (and at
+// most streamPipelineBytes of the in-flight budget) are started, in order,
+// before the first is answered, so that their durable writes share an
+// fsync. Answers go back in request order.
+const (
+	streamPipeline      = 8
+	streamPipelineBytes = 1 << 20
+)
+
+// streamCall is a request of a stream between its start and its answer.
+type streamCall struct {
+	q *request
+	a *applying
+}
+
 // recordStream serves IngestService.RecordStream: one response per
 // request, in order. When the server drains, the stream ends after the
-// batch being applied, or at once when it is idle, with Unavailable: every
-// batch answered was applied, and no other was.
+// batches already started were answered, or at once when it is idle, with
+// Unavailable: every batch answered was applied, and no other was.
 func (r *Receiver) recordStream(stream grpc.ServerStream) error {
 	ctx := stream.Context()
 	// Recv runs in its own goroutine so that an idle stream does not hold
@@ -183,44 +198,102 @@ func (r *Receiver) recordStream(stream grpc.ServerStream) error {
 			}
 		}
 	}()
-	expired := grpcserver.ReceiveExpired(ctx)
-	for {
-		var q *request
-		select {
-		case q = <-next:
-		case <-r.draining:
-			return errDraining
-		case <-expired:
-			return errIdle
-		case <-ctx.Done():
-			return status.FromContextError(ctx.Err()).Err()
+	var (
+		queue  []streamCall // started, not answered, in request order
+		queued int64        // the in-flight budget the queue holds
+	)
+	// Started requests left unanswered when the stream ends are still
+	// applied: give their budget back when they are.
+	defer func() {
+		if len(queue) == 0 {
+			return
 		}
-		if errors.Is(q.recvErr, io.EOF) {
-			return nil
-		}
-		if q.recvErr != nil {
-			return q.recvErr
-		}
-		resp, err := r.applyRequest(ctx, q)
-		q.release()
+		go func(left []streamCall) {
+			for _, c := range left {
+				_, _ = c.a.answer()
+				c.q.release()
+			}
+		}(queue)
+	}()
+	answerHead := func() error {
+		c := queue[0]
+		queue[0] = streamCall{}
+		queue = queue[1:]
+		resp, err := c.a.answer()
+		queued -= c.q.charged
+		c.q.release()
 		if err != nil {
 			if status.Code(err) == codes.ResourceExhausted {
 				stream.SetTrailer(grpcserver.Pushback())
 			}
 			return err
 		}
-		if err := stream.SendMsg(resp); err != nil {
-			return err
+		return stream.SendMsg(resp)
+	}
+	answerAll := func() error {
+		for len(queue) > 0 {
+			if err := answerHead(); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	expired := grpcserver.ReceiveExpired(ctx)
+	for {
+		var head <-chan struct{}
+		if len(queue) > 0 {
+			head = queue[0].a.done()
+			select {
+			case <-head:
+				if err := answerHead(); err != nil {
+					return err
+				}
+				continue
+			default:
+			}
+		}
+		var recv <-chan *request
+		if len(queue) < streamPipeline && queued < streamPipelineBytes {
+			recv = next
+		}
+		select {
+		case q := <-recv:
+			if errors.Is(q.recvErr, io.EOF) {
+				return answerAll()
+			}
+			if q.recvErr != nil {
+				return q.recvErr
+			}
+			queue = append(queue, streamCall{q: q, a: r.startRequest(ctx, q)})
+			queued += q.charged
+		case <-head:
+		case <-r.draining:
+			if err := answerAll(); err != nil {
+				return err
+			}
+			return errDraining
+		case <-expired:
+			if err := answerAll(); err != nil {
+				return err
+			}
+			return errIdle
+		case <-ctx.Done():
+			return status.FromContextError(ctx.Err()).Err()
 		}
 	}
 }
 
 // applyRequest answers a decoded request: refused as a whole, or applied.
 func (r *Receiver) applyRequest(ctx context.Context, q *request) (*pb.RecordResponse, error) {
+	return r.startRequest(ctx, q).answer()
+}
+
+// startRequest starts applying a decoded request.
+func (r *Receiver) startRequest(ctx context.Context, q *request) *applying {
 	if q.refused != nil {
-		return nil, q.refused
+		return &applying{err: q.refused}
 	}
-	return r.apply(ctx, &q.msg, q.issues)
+	return r.start(ctx, &q.msg, q.issues)
 }
 
 var errDraining = status.Error(codes.Unavailable,
@@ -229,15 +302,31 @@ var errDraining = status.Error(codes.Unavailable,
 var errIdle = status.Error(codes.Unavailable,
 	"no complete batch on this stream within receiver.grpc.receive_timeout: the stream is closed; every batch answered on it was applied, no other was; open a new one")
 
+// applying is a request between start and answer: validated, and its valid
+// events handed to the consumer.
+type applying struct {
+	r       *Receiver
+	events  []*pb.Event // the request's
+	resp    *pb.RecordResponse
+	err     error
+	sc      *scratch           // valid events, their indexes and results
+	pending *processor.Pending // nil when nothing went to the consumer
+}
+
 // apply validates and consumes one request; decodeIssues are its events
 // that could not be decoded, by index.
 func (r *Receiver) apply(ctx context.Context, req *pb.RecordRequest, decodeIssues map[int]decodeIssue) (*pb.RecordResponse, error) {
+	return r.start(ctx, req, decodeIssues).answer()
+}
+
+// start validates the request's events and begins consuming the valid ones.
+func (r *Receiver) start(ctx context.Context, req *pb.RecordRequest, decodeIssues map[int]decodeIssue) *applying {
 	events := req.GetEvents()
 	if len(events) > r.cfg.MaxEventsPerRequest {
-		return nil, errTooManyEvents(len(events), r.cfg.MaxEventsPerRequest)
+		return &applying{err: errTooManyEvents(len(events), r.cfg.MaxEventsPerRequest)}
 	}
 	now := r.now()
-	resp := &pb.RecordResponse{}
+	a := &applying{r: r, events: events, resp: &pb.RecordResponse{}}
 
 	sc := r.scratch.Get().(*scratch)
 	sc.valid, sc.index = sc.valid[:0], sc.index[:0]
@@ -250,54 +339,81 @@ func (r *Receiver) apply(ctx context.Context, req *pb.RecordRequest, decodeIssue
 			field, reason, ok = Validate(ev, now, r.cfg.Limits)
 		}
 		if !ok {
-			reject(resp, i, ev, field, reason)
+			reject(a.resp, i, ev, field, reason)
 			continue
 		}
 		sc.valid = append(sc.valid, ev)
 		sc.index = append(sc.index, i)
 	}
+	n := len(sc.valid)
+	if n == 0 {
+		r.scratch.Put(sc)
+		r.refused(events, a.resp.Rejected)
+		return a
+	}
+	if cap(sc.results) < n {
+		sc.results = make([]processor.Result, n)
+	}
+	a.sc = sc
+	a.pending = r.consumer.Begin(ctx, sc.valid, now, sc.results[:n])
+	return a
+}
+
+// done is closed when answer no longer blocks.
+func (a *applying) done() <-chan struct{} {
+	if a.pending == nil {
+		return closedChan
+	}
+	return a.pending.Done()
+}
+
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+// answer waits until the request was applied and returns its response, or
+// the status it is refused with. Call it once.
+func (a *applying) answer() (*pb.RecordResponse, error) {
+	if a.pending == nil {
+		return a.resp, a.err
+	}
+	r, resp, sc := a.r, a.resp, a.sc
+	a.sc = nil
+	results := sc.results[:len(sc.valid)]
+	defer func() {
+		clear(results)
+		clear(sc.valid) // drop the references to the request's events
+		r.scratch.Put(sc)
+	}()
+	if err := a.pending.Wait(); err != nil {
+		return nil, storeError(err)
+	}
 	// The validator's rejections are counted once the request is answered
 	// (a batch the processor could not store is sent again, whole).
 	refused := len(resp.Rejected)
-	if n := len(sc.valid); n > 0 {
-		if cap(sc.results) < n {
-			sc.results = make([]processor.Result, n)
+	r.refused(a.events, resp.Rejected)
+	for i, res := range results {
+		switch res.Outcome {
+		case processor.Accepted:
+			resp.Accepted++
+		case processor.Duplicate:
+			resp.Duplicates++
+		default:
+			reject(resp, sc.index[i], sc.valid[i], res.Field, res.Reason)
 		}
-		results := sc.results[:n]
-		if err := r.consumer.Consume(ctx, sc.valid, now, results); err != nil {
-			clear(results)
-			clear(sc.valid)
-			r.scratch.Put(sc)
-			return nil, storeError(err)
-		}
-		r.refused(events, resp.Rejected[:refused])
-		for i, res := range results {
-			switch res.Outcome {
-			case processor.Accepted:
-				resp.Accepted++
-			case processor.Duplicate:
-				resp.Duplicates++
-			default:
-				reject(resp, sc.index[i], sc.valid[i], res.Field, res.Reason)
-			}
-		}
-		clear(results)
-		if refused > 0 && len(resp.Rejected) > refused {
-			// Rejections by the processor were appended after the
-			// validator's; keep them all in request order.
-			slices.SortFunc(resp.Rejected, func(a, b *pb.Rejection) int { return cmp.Compare(a.Index, b.Index) })
-		}
-	} else {
-		r.refused(events, resp.Rejected)
 	}
-	clear(sc.valid) // drop the references to the request's events
-	r.scratch.Put(sc)
+	if refused > 0 && len(resp.Rejected) > refused {
+		// Rejections by the processor were appended after the
+		// validator's; keep them all in request order.
+		slices.SortFunc(resp.Rejected, func(a, b *pb.Rejection) int { return cmp.Compare(a.Index, b.Index) })
+	}
 	return resp, nil
 }
 
 // storeError is the status of a batch the processor could not store:
 // nothing of it was applied, and the client should send it again later.
 func storeError(err error) error {
+	if errors.Is(err, processor.ErrPanic) {
+		return status.Error(codes.Internal, "agentmeter failed applying this batch (a bug, logged); it was stored and counts once if resent")
+	}
 	if errors.Is(err, processor.ErrStorageFull) {
 		return status.Error(codes.ResourceExhausted,
 			"agentmeter's storage is full: nothing of this batch was stored; retry later")

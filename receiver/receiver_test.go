@@ -358,3 +358,7 @@ func TestIdleStreamEndsUnavailable(t *testing.T) {
 		t.Errorf("applied = %v, want a", f.rec.applied)
 	}
 }
+
+func (r *recorder) Begin(ctx context.Context, events []*pb.Event, now time.Time, results []processor.Result) *processor.Pending {
+	return processor.Ended(r.Consume(ctx, events, now, results))
+}

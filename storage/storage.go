@@ -16,7 +16,8 @@
 //
 //	'm' + name              metadata (start time, hash seed)
 //	'e' + seq (8 bytes BE)  a batch record: the events accepted by one request
-//	'd' + gen + hash (8+8)  an event id seen in dedupe generation gen
+//	'd' + gen + hash (8+8)  an event id seen in dedupe generation gen, written by
+//	                        the snapshot after the log entry that holds it
 //	'c' + conversation id   a conversation's ledger entry
 //	's'                     the snapshot: aggregate totals as of a log seq
 //	'o' + conv + 0 + item   an item of the OpenHands feed's state (openhands.go)
@@ -25,6 +26,7 @@
 package storage
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/binary"
@@ -34,6 +36,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -220,20 +223,16 @@ func idKey(dst []byte, gen int64, h uint64) []byte {
 	return binary.BigEndian.AppendUint64(dst, h)
 }
 
-// Commit durably writes log entry seq and the id hashes of its events in
-// generation gen, in one atomic batch. Concurrent Commits share one WAL
-// write and fsync. When it returns nil the entry survives a crash.
-func (s *Store) Commit(seq uint64, entry []byte, gen int64, hashes []uint64) error {
+// Commit durably writes log entry seq. Concurrent Commits share one WAL
+// write and fsync. When it returns nil the entry survives a crash. The
+// event ids in the entry reach their own keys with the next snapshot.
+func (s *Store) Commit(seq uint64, entry []byte) error {
 	if err := s.checkSpace(); err != nil {
 		return err
 	}
 	b := s.db.NewBatch()
 	defer b.Close()
 	_ = b.Set(entryKey(seq), entry, nil)
-	var k [17]byte
-	for _, h := range hashes {
-		_ = b.Set(idKey(k[:0], gen, h), nil, nil)
-	}
 	if err := b.Commit(s.wo); err != nil {
 		s.writeErrors.Add(1)
 		return fmt.Errorf("write storage batch: %w", err)
@@ -280,15 +279,6 @@ func (s *Store) IDs(gen int64, limit int, fn func(h uint64)) (bool, error) {
 	return true, nil
 }
 
-// DropGenerationsBefore deletes the ids of every generation before gen.
-func (s *Store) DropGenerationsBefore(gen int64) error {
-	var lo, hi [17]byte
-	if err := s.db.DeleteRange(idKey(lo[:0], 0, 0), idKey(hi[:0], gen, 0), pebble.NoSync); err != nil {
-		return fmt.Errorf("drop expired dedupe ids: %w", err)
-	}
-	return nil
-}
-
 // Snapshot is the aggregate state as of log entry Seq (every entry up to
 // Seq is in it), and the conversation records changed since the last one.
 type Snapshot struct {
@@ -296,10 +286,23 @@ type Snapshot struct {
 	Aggregate []byte
 	// Conversations are the ledger entries to write; a nil value deletes.
 	Conversations map[string][]byte
+	// IDs are the dedupe id hashes to store, by generation: those of the
+	// log entries the snapshot covers that are not stored yet.
+	IDs []GenIDs
+	// DropBefore deletes the ids of every generation before it (after
+	// writing IDs, so that it covers them too); 0 deletes none.
+	DropBefore int64
+}
+
+// GenIDs are id hashes of one dedupe generation.
+type GenIDs struct {
+	Gen    int64
+	Hashes []uint64
 }
 
 // WriteSnapshot durably replaces the snapshot, writes its conversations and
-// deletes the log entries it covers, atomically.
+// ids, and deletes the log entries it covers and the expired ids,
+// atomically.
 func (s *Store) WriteSnapshot(snap Snapshot) error {
 	if err := s.checkSpace(); err != nil {
 		return err
@@ -313,6 +316,27 @@ func (s *Store) WriteSnapshot(snap Snapshot) error {
 		} else {
 			_ = b.Set(k, rec, nil)
 		}
+	}
+	// In key order, so that the memtable inserts walk the skiplist forward.
+	n := 0
+	for _, g := range snap.IDs {
+		n += len(g.Hashes)
+	}
+	keys := make([][17]byte, 0, n)
+	for _, g := range snap.IDs {
+		for _, h := range g.Hashes {
+			var k [17]byte
+			idKey(k[:0], g.Gen, h)
+			keys = append(keys, k)
+		}
+	}
+	slices.SortFunc(keys, func(a, b [17]byte) int { return bytes.Compare(a[:], b[:]) })
+	for i := range keys {
+		_ = b.Set(keys[i][:], nil, nil)
+	}
+	if snap.DropBefore > 0 {
+		var lo, hi [17]byte
+		_ = b.DeleteRange(idKey(lo[:0], 0, 0), idKey(hi[:0], snap.DropBefore, 0), nil)
 	}
 	v := binary.BigEndian.AppendUint64(nil, snap.Seq)
 	_ = b.Set(keySnapshot, append(v, snap.Aggregate...), nil)
