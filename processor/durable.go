@@ -342,6 +342,7 @@ func (p *Processor) beginDurable(events []*pb.Event, now time.Time, results []Re
 
 // finish writes, applies and releases a reserved batch.
 func (p *Processor) finish(b *durableBatch, events []*pb.Event, nowNano int64, results []Result) (err error) {
+	defer p.batches.Done()
 	err = p.write(b, events, nowNano)
 
 	p.waitTurn(b.seq)
@@ -422,6 +423,7 @@ func (p *Processor) reserve(events []*pb.Event, now int64, results []Result) (*d
 		}
 		b.seq = p.nextSeq
 		p.nextSeq++
+		p.batches.Add(1) // finish ends it
 		p.dmu.Unlock()
 		return b, nil
 	}
@@ -801,6 +803,9 @@ type durableState struct {
 	dd      *durableDedupe
 	nextSeq uint64
 	stopped bool
+	// batches are the batches between reserve and the end of finish:
+	// Shutdown waits for them (they may run in the background).
+	batches sync.WaitGroup
 
 	entryBufs sync.Pool // *entryBufs
 

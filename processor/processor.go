@@ -316,6 +316,18 @@ func (p *Processor) Shutdown(ctx context.Context) error {
 		p.dmu.Lock()
 		p.stopped = true
 		p.dmu.Unlock()
+		// The batches already reserved are written and applied before the
+		// last snapshot (and before the store is closed).
+		ended := make(chan struct{})
+		go func() {
+			p.batches.Wait()
+			close(ended)
+		}()
+		select {
+		case <-ended:
+		case <-ctx.Done():
+			return fmt.Errorf("processor shutdown: batches in flight: %w", ctx.Err())
+		}
 	}
 	if !started {
 		return nil
