@@ -134,7 +134,7 @@ type durableDedupe struct {
 // past idBacklogMax, new batches are refused until one succeeds.
 const (
 	idFlushEvery = 1 << 16
-	idBacklogMax = 8 * idFlushEvery
+	idBacklogMax = 4 * idFlushEvery
 )
 
 // errIDBacklog refuses a batch while snapshots fail to write the ids.
