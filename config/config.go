@@ -188,6 +188,32 @@ func InflightMemoryMiB(memoryLimitMiB int) int {
 	return max(memoryLimitMiB-ownMiB, memoryLimitMiB/2)
 }
 
+// storageMemTablesMiB is what Pebble's memtables may hold: MaxMemTables of
+// MemTableBytes (storage.Open).
+const storageMemTablesMiB = 16
+
+// StorageCacheMiB is the size of Pebble's block cache with
+// storage.directory set: an eighth of memory.limit_mib, 8-32 MiB.
+func (c Config) StorageCacheMiB() int {
+	return min(max(c.Memory.LimitMiB/8, 8), 32)
+}
+
+// StorageMemoryMiB is the memory the durable store may hold: its block
+// cache and memtables with storage.directory set, 0 without.
+func (c Config) StorageMemoryMiB() int {
+	if c.Storage.Directory == "" {
+		return 0
+	}
+	return c.StorageCacheMiB() + storageMemTablesMiB
+}
+
+// Inflight resolves receiver.grpc.max_inflight_rpcs and max_inflight_mib
+// (GRPC.Inflight) against memory.limit_mib less what the durable store
+// may hold (StorageMemoryMiB).
+func (c Config) Inflight() (rpcs, mib int) {
+	return c.Receiver.GRPC.Inflight(c.Memory.LimitMiB - c.StorageMemoryMiB())
+}
+
 // Inflight resolves MaxInflightRPCs and MaxInflightMiB against the
 // process's memory limit in MiB: a zero value is sized from the part of it
 // left for requests (InflightMemoryMiB). A call in flight can hold a whole
@@ -541,16 +567,20 @@ func (c Config) checkInflight() error {
 	if (g.MaxInflightRPCs <= 0 && g.MaxInflightMiB <= 0) || g.MaxRecvMsgSizeMiB < 1 || c.Memory.LimitMiB < minMemoryLimitMiB {
 		return nil
 	}
-	rpcs, mib := g.Inflight(c.Memory.LimitMiB)
-	usable := InflightMemoryMiB(c.Memory.LimitMiB)
+	rpcs, mib := c.Inflight()
+	usable := InflightMemoryMiB(c.Memory.LimitMiB - c.StorageMemoryMiB())
 	if total := int64(rpcs)*int64(g.MaxRecvMsgSizeMiB) + int64(mib); total > int64(usable) {
 		path := "receiver.grpc.max_inflight_rpcs"
 		if g.MaxInflightRPCs <= 0 {
 			path = "receiver.grpc.max_inflight_mib"
 		}
+		storage := ""
+		if n := c.StorageMemoryMiB(); n > 0 {
+			storage = fmt.Sprintf(" less storage's %d MiB", n)
+		}
 		return mustf(path, "memory.limit_mib",
-			"must fit in the %d MiB that memory.limit_mib (%d) leaves for requests: max_inflight_rpcs × max_recv_msg_size_mib + max_inflight_mib = %d × %d + %d = %d MiB",
-			usable, c.Memory.LimitMiB, rpcs, g.MaxRecvMsgSizeMiB, mib, total)
+			"must fit in the %d MiB that memory.limit_mib (%d%s) leaves for requests: max_inflight_rpcs × max_recv_msg_size_mib + max_inflight_mib = %d × %d + %d = %d MiB",
+			usable, c.Memory.LimitMiB, storage, rpcs, g.MaxRecvMsgSizeMiB, mib, total)
 	}
 	return nil
 }

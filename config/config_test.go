@@ -72,7 +72,7 @@ func TestParseGood(t *testing.T) {
 		{name: "every key", file: "good_full.yaml", want: func(c *Config) {
 			c.Receiver = Receiver{
 				GRPC: GRPC{Endpoint: "unix:///run/agentmeter/agentmeter.sock", MaxRecvMsgSizeMiB: 4, MaxConcurrentStreams: 64,
-					MaxConnections: 8, MaxInflightRPCs: 6, MaxInflightMiB: 40, ReceiveTimeout: 15 * time.Second,
+					MaxConnections: 8, MaxInflightRPCs: 6, MaxInflightMiB: 12, ReceiveTimeout: 15 * time.Second,
 					MaxConnectionIdle: time.Minute, HandshakeTimeout: 3 * time.Second,
 					TLS: GRPCTLS{CertFile: "tls/tls.crt", KeyFile: "tls/tls.key", ClientCAFile: "/etc/agentmeter/ca.crt"}},
 				Auth:                ReceiverAuth{TokenFile: "token"},
@@ -713,6 +713,40 @@ func TestInflightSizedFromMemoryLimit(t *testing.T) {
 	}
 }
 
+// TestInflightLeavesRoomForStorage: with storage.directory set, Pebble's
+// block cache (sized from memory.limit_mib) and memtables come out of
+// the memory the in-flight bounds are sized from.
+func TestInflightLeavesRoomForStorage(t *testing.T) {
+	for _, tc := range []struct {
+		limitMiB                        int
+		storage                         bool
+		cacheMiB, storageMiB, rpcs, mib int
+	}{
+		{128, false, 16, 0, 12, 24},
+		{128, true, 16, 32, 8, 16},
+		{256, true, 32, 48, 22, 44},
+		{64, true, 8, 24, 4, 8},
+		{1024, true, 32, 48, 118, 236},
+	} {
+		t.Run(fmt.Sprintf("limit=%d/storage=%v", tc.limitMiB, tc.storage), func(t *testing.T) {
+			c := Default()
+			c.Memory.LimitMiB = tc.limitMiB
+			if tc.storage {
+				c.Storage.Directory = "/var/lib/agentmeter"
+			}
+			if got := c.StorageCacheMiB(); got != tc.cacheMiB {
+				t.Errorf("StorageCacheMiB = %d, want %d", got, tc.cacheMiB)
+			}
+			if got := c.StorageMemoryMiB(); got != tc.storageMiB {
+				t.Errorf("StorageMemoryMiB = %d, want %d", got, tc.storageMiB)
+			}
+			if rpcs, mib := c.Inflight(); rpcs != tc.rpcs || mib != tc.mib {
+				t.Errorf("Inflight = %d rpcs, %d MiB; want %d, %d", rpcs, mib, tc.rpcs, tc.mib)
+			}
+		})
+	}
+}
+
 func TestSocketPath(t *testing.T) {
 	for _, tc := range []struct {
 		in, path string
@@ -740,6 +774,9 @@ func TestInflightCheckedAgainstMemoryLimit(t *testing.T) {
 			"line 3: receiver.grpc.max_inflight_mib must fit in the 96 MiB that memory.limit_mib (128) leaves for requests: max_inflight_rpcs × max_recv_msg_size_mib + max_inflight_mib = 12 × 4 + 64 = 112 MiB"},
 		{"larger messages count", "receiver:\n  grpc:\n    max_recv_msg_size_mib: 16\n    max_inflight_rpcs: 12\nmemory:\n  limit_mib: 256\n",
 			"line 4: receiver.grpc.max_inflight_rpcs must fit in the 224 MiB that memory.limit_mib (256) leaves for requests: max_inflight_rpcs × max_recv_msg_size_mib + max_inflight_mib = 12 × 16 + 56 = 248 MiB"},
+		{"storage counts", "receiver:\n  grpc:\n    max_inflight_rpcs: 14\nmemory:\n  limit_mib: 128\nstorage:\n  directory: /var/lib/agentmeter\n",
+			"line 3: receiver.grpc.max_inflight_rpcs must fit in the 64 MiB that memory.limit_mib (128 less storage's 32 MiB) leaves for requests: max_inflight_rpcs × max_recv_msg_size_mib + max_inflight_mib = 14 × 4 + 16 = 72 MiB"},
+		{"defaults fit with storage", "memory:\n  limit_mib: 128\nstorage:\n  directory: /var/lib/agentmeter\n", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Parse([]byte(tc.doc))

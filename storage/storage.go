@@ -59,7 +59,17 @@ type Config struct {
 	// NoSync acknowledges without waiting for fsync (data survives a
 	// process crash, not a machine crash). For tests and benchmarks.
 	NoSync bool
+	// CacheBytes is the size of Pebble's block cache; 0 = 32 MiB.
+	CacheBytes int64
 }
+
+// Pebble's memtables: it holds at most MaxMemTables of MemTableBytes
+// (the mutable one and those waiting to be flushed) before it stalls
+// writes. With the block cache, that is the memory the store may hold.
+const (
+	MemTableBytes = 8 << 20
+	MaxMemTables  = 2
+)
 
 // ErrDiskFull is returned by writes refused because the disk is (nearly) full.
 var ErrDiskFull = errors.New("storage: disk full")
@@ -109,10 +119,14 @@ func Open(cfg Config, log *slog.Logger) (*Store, error) {
 		FormatMajorVersion: pebble.FormatNewest,
 		// Small memtables: the working set is small, and a flush must fit
 		// in the free space kept in reserve.
-		MemTableSize: 8 << 20,
+		MemTableSize:                MemTableBytes,
+		MemTableStopWritesThreshold: MaxMemTables,
 		// Blocks of the dedupe ids' index and bloom filters, read on every
 		// lookup that memory cannot answer.
 		CacheSize: 32 << 20,
+	}
+	if cfg.CacheBytes > 0 {
+		opts.CacheSize = cfg.CacheBytes
 	}
 	for i := range opts.Levels {
 		opts.Levels[i].FilterPolicy = bloom.FilterPolicy(10)

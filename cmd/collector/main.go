@@ -215,6 +215,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, listen list
 			Directory:    dir,
 			MinFreeBytes: uint64(cfg.Storage.MinFreeMiB) << 20,
 			NoSync:       !cfg.Storage.Sync,
+			CacheBytes:   int64(cfg.StorageCacheMiB()) << 20,
 		}, log)
 		if err != nil {
 			return err
@@ -290,9 +291,9 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, listen list
 			return err
 		}
 	}
-	// The in-flight bounds are sized from memory.limit_mib.
-	memMiB := cfg.Memory.LimitMiB
-	rpcs, inflightMiB := cfg.Receiver.GRPC.Inflight(memMiB)
+	// The in-flight bounds are sized from memory.limit_mib, less what the
+	// durable store may hold.
+	rpcs, inflightMiB := cfg.Inflight()
 	authn, err := auth.New(authConfig(cfg), auth.Deps{Logger: log, Meter: meter})
 	if err != nil {
 		return err
@@ -325,7 +326,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, listen list
 	}
 	recv.Register(grpcSrv)
 	pb.RegisterUsageServiceServer(grpcSrv, usage.New(proc, usage.DefaultWatchInterval, grpcSrv.Draining()))
-	log.Info("grpc in-flight bounds", "memory_limit_mib", memMiB, "max_inflight_rpcs", rpcs, "max_inflight_mib", inflightMiB,
+	log.Info("grpc in-flight bounds", "memory_limit_mib", cfg.Memory.LimitMiB, "storage_memory_mib", cfg.StorageMemoryMiB(), "max_inflight_rpcs", rpcs, "max_inflight_mib", inflightMiB,
 		"max_connections", cfg.Receiver.GRPC.MaxConnections)
 	steps := built
 	built = nil // from here on, the shutdown below releases everything
