@@ -103,6 +103,10 @@ func (m *memGen) filterAdd(h uint64, capacity int) {
 // times the ids for about the memory of the map.
 const filterPerMemID = 20
 
+// filterBitsPerID100 is a 1% bloom filter's bits per id, times 100
+// (-ln 0.01 / ln² 2 = 9.59).
+const filterBitsPerID100 = 959
+
 // durableDedupe finds the ids of the dedupe window in storage, with the
 // most recent of them in memory. Ids are kept in generations of one window:
 // an id is remembered for at least the window and at most twice that. The
@@ -140,7 +144,7 @@ const (
 // errIDBacklog refuses a batch while snapshots fail to write the ids.
 var errIDBacklog = fmt.Errorf("%w: the dedupe ids could not be written for a while", ErrStorageFull)
 
-func newDurableDedupe(window time.Duration, maxIDs int, store *storage.Store, now int64) (*durableDedupe, error) {
+func newDurableDedupe(window time.Duration, maxIDs, filterBytes int, store *storage.Store, now int64) (*durableDedupe, error) {
 	if window <= 0 {
 		return nil, nil
 	}
@@ -148,7 +152,7 @@ func newDurableDedupe(window time.Duration, maxIDs int, store *storage.Store, no
 	d := &durableDedupe{
 		window:    int64(window),
 		memMax:    max(maxIDs/2, 1),
-		filterCap: max(maxIDs/2, 1) * filterPerMemID,
+		filterCap: max(max(maxIDs/2, 1)*filterPerMemID, filterBytes*8*100/filterBitsPerID100),
 		seed:      seed,
 		digest:    xxhash.NewWithSeed(seed),
 		pending:   make(map[uint64]*inflight),
@@ -308,12 +312,12 @@ func (p *Processor) consumeDurable(events []*pb.Event, now time.Time, results []
 	if err != nil || b == nil {
 		return err
 	}
-	return p.finish(b, events, nowNano, results)
+	return p.finish(b, events, nil, nowNano, results)
 }
 
 // beginDurable is Begin in durable mode: reserve now, the rest in the
 // background.
-func (p *Processor) beginDurable(events []*pb.Event, now time.Time, results []Result) *Pending {
+func (p *Processor) beginDurable(events []*pb.Event, encoded []byte, now time.Time, results []Result) *Pending {
 	nowNano := now.UnixNano()
 	b, err := p.reserve(events, nowNano, results)
 	if err != nil {
@@ -333,7 +337,7 @@ func (p *Processor) beginDurable(events []*pb.Event, now time.Time, results []Re
 				pd.err = fmt.Errorf("%w: %v", ErrPanic, v)
 			}
 		}()
-		if pd.err = p.finish(b, events, nowNano, results); pd.err == nil {
+		if pd.err = p.finish(b, events, encoded, nowNano, results); pd.err == nil {
 			p.countUnlogged(events, results)
 		}
 	}()
@@ -341,9 +345,9 @@ func (p *Processor) beginDurable(events []*pb.Event, now time.Time, results []Re
 }
 
 // finish writes, applies and releases a reserved batch.
-func (p *Processor) finish(b *durableBatch, events []*pb.Event, nowNano int64, results []Result) (err error) {
+func (p *Processor) finish(b *durableBatch, events []*pb.Event, encoded []byte, nowNano int64, results []Result) (err error) {
 	defer p.batches.Done()
-	err = p.write(b, events, nowNano)
+	err = p.write(b, events, encoded, nowNano)
 
 	p.waitTurn(b.seq)
 	defer p.endTurn(b.seq)
@@ -464,19 +468,23 @@ func (p *Processor) classify(b *durableBatch, events []*pb.Event, now int64, res
 	return nil, nil
 }
 
-// write stores the batch's new events as one log entry.
-func (p *Processor) write(b *durableBatch, events []*pb.Event, now int64) error {
-	req := &pb.RecordRequest{Events: make([]*pb.Event, len(b.newIdx))}
-	for j, i := range b.newIdx {
-		req.Events[j] = events[i]
-	}
+// write stores the batch's new events as one log entry: encoded as it is
+// when they are all of events, else encoded again.
+func (p *Processor) write(b *durableBatch, events []*pb.Event, encoded []byte, now int64) error {
 	bufs := p.entryBufs.Get().(*entryBufs)
 	defer p.entryBufs.Put(bufs)
-	entry, err := encodeEntry(bufs, now, req)
-	if err != nil {
-		return err
+	if encoded == nil || len(b.newIdx) != len(events) {
+		req := &pb.RecordRequest{Events: make([]*pb.Event, len(b.newIdx))}
+		for j, i := range b.newIdx {
+			req.Events[j] = events[i]
+		}
+		enc, err := proto.MarshalOptions{}.MarshalAppend(bufs.req[:0], req)
+		if err != nil {
+			return fmt.Errorf("encode batch for storage: %w", err)
+		}
+		bufs.req, encoded = enc, enc
 	}
-	return p.store.Commit(b.seq, entry)
+	return p.store.Commit(b.seq, encodeEntry(bufs, now, encoded))
 }
 
 // A log entry is entryS2, then an S2 block (github.com/klauspost/compress/s2)
@@ -492,17 +500,14 @@ const entryS2 = 0x01
 // MiB), so that a damaged length cannot ask for more.
 const maxEntryBytes = 64 << 20
 
-// entryBufs are the buffers of one encodeEntry, pooled.
-type entryBufs struct{ raw, out []byte }
+// entryBufs are the buffers of one write, pooled.
+type entryBufs struct{ req, raw, out []byte }
 
-// encodeEntry encodes a log entry into bufs; the result is valid until
-// bufs is used again.
-func encodeEntry(bufs *entryBufs, now int64, req *pb.RecordRequest) ([]byte, error) {
+// encodeEntry encodes a log entry of req, an encoded RecordRequest, into
+// bufs; the result is valid until bufs is used again.
+func encodeEntry(bufs *entryBufs, now int64, req []byte) []byte {
 	raw := binary.BigEndian.AppendUint64(bufs.raw[:0], uint64(now))
-	raw, err := proto.MarshalOptions{}.MarshalAppend(raw, req)
-	if err != nil {
-		return nil, fmt.Errorf("encode batch for storage: %w", err)
-	}
+	raw = append(raw, req...)
 	bufs.raw = raw
 	n := 1 + s2.MaxEncodedLen(len(raw))
 	if cap(bufs.out) < n {
@@ -511,7 +516,7 @@ func encodeEntry(bufs *entryBufs, now int64, req *pb.RecordRequest) ([]byte, err
 	out := bufs.out[:n]
 	out[0] = entryS2
 	enc := s2.Encode(out[1:], raw)
-	return out[:1+len(enc)], nil
+	return out[:1+len(enc)]
 }
 
 // decodeEntry decodes a log entry.

@@ -445,3 +445,45 @@ func TestDurableIDsFailedSnapshot(t *testing.T) {
 		}
 	}
 }
+
+// TestDurableStoresEncoded: a batch handed over with its wire encoding is
+// stored as it is when all its events are new, and encoded again (its new
+// events only) when some are duplicates; both replay to the same ledger.
+func TestDurableStoresEncoded(t *testing.T) {
+	d := newDurable(t, Config{DedupeWindow: time.Hour})
+	begin := func(evs []*pb.Event) []Result {
+		t.Helper()
+		enc, err := proto.Marshal(&pb.RecordRequest{Events: evs})
+		if err != nil {
+			t.Fatal(err)
+		}
+		res := make([]Result, len(evs))
+		if err := d.p.Begin(context.Background(), evs, enc, time.Now(), res).Wait(); err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	first := workload("enc", 40)
+	begin(first)
+	mixed := append(workload("enc2", 20), first[:10]...) // 10 duplicates
+	dups := 0
+	for _, r := range begin(mixed) {
+		if r.Outcome == Duplicate {
+			dups++
+		}
+	}
+	if dups != 10 {
+		t.Fatalf("%d duplicates in the mixed batch, want 10", dups)
+	}
+	want, _ := d.p.Usage("conv-1")
+	d.crash() // no snapshot: the ledger comes back from the two log entries
+	got, ok := d.p.Usage("conv-1")
+	if !ok || !proto.Equal(got, want) {
+		t.Errorf("after replay: %v, want %v", got, want)
+	}
+	for i, r := range d.mustConsume(append(first, mixed...)...) {
+		if r.Outcome != Duplicate {
+			t.Fatalf("event %d resent after the replay: %v, want duplicate", i, r.Outcome)
+		}
+	}
+}

@@ -76,7 +76,12 @@ type Consumer interface {
 	// returned Pending ends when they were applied, with Consume's error.
 	// Batches begun one after the other are applied in that order. events
 	// and results belong to the batch until its Pending ended.
-	Begin(ctx context.Context, events []*pb.Event, now time.Time, results []Result) *Pending
+	//
+	// encoded, when not nil, is events encoded as a RecordRequest (the
+	// bytes they were decoded from, with nothing else): durable mode then
+	// stores it as it is when every event is new, instead of encoding the
+	// events again. It too belongs to the batch until its Pending ended.
+	Begin(ctx context.Context, events []*pb.Event, encoded []byte, now time.Time, results []Result) *Pending
 }
 
 // Pending is a batch that Begin started.
@@ -113,6 +118,11 @@ type Config struct {
 	DedupeWindow time.Duration
 	// DedupeMaxIDs bounds the ids remembered; the oldest go first.
 	DedupeMaxIDs int
+	// DedupeFilterBytes (durable mode) is the memory of the bloom filter of
+	// each of the two dedupe generations: an id it does not hold needs no
+	// disk lookup. At least 20 × DedupeMaxIDs/2 ids' worth (~1.2 bytes an
+	// id at 1% false positives) is used whatever it says.
+	DedupeFilterBytes int
 	// IdleExpiry is how long a conversation with no event stays tracked.
 	IdleExpiry time.Duration
 	// MaxTracked bounds the tracked conversations; the least recently
@@ -222,7 +232,7 @@ func New(cfg Config, deps Deps) (*Processor, error) {
 		// the log since the store's creation; the unlogged counts start now.
 		p.acceptedStart, p.unlogged.start = p.start, time.Unix(0, now)
 		p.dedupe = nil
-		dd, err := newDurableDedupe(cfg.DedupeWindow, cfg.DedupeMaxIDs, deps.Store, now)
+		dd, err := newDurableDedupe(cfg.DedupeWindow, cfg.DedupeMaxIDs, cfg.DedupeFilterBytes, deps.Store, now)
 		if err != nil {
 			return nil, fmt.Errorf("restore dedupe ids from storage: %w", err)
 		}
@@ -369,9 +379,9 @@ func (p *Processor) Consume(ctx context.Context, events []*pb.Event, now time.Ti
 // returns; in durable mode its ids are reserved in the order of the calls
 // and it is written and applied in the background, so that the batches of
 // one stream share fsyncs.
-func (p *Processor) Begin(ctx context.Context, events []*pb.Event, now time.Time, results []Result) *Pending {
+func (p *Processor) Begin(ctx context.Context, events []*pb.Event, encoded []byte, now time.Time, results []Result) *Pending {
 	if p.store != nil {
-		return p.beginDurable(events, now, results)
+		return p.beginDurable(events, encoded, now, results)
 	}
 	p.consumeMemory(events, now, results)
 	p.countUnlogged(events, results)

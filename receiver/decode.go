@@ -35,6 +35,8 @@ type request struct {
 	charged int64
 	// recvErr is why a stream's next request could not be received.
 	recvErr error
+	// raw is the request's encoding, while it is applied.
+	raw mem.Buffer
 }
 
 // decodeIssue is why one event of a request could not be decoded.
@@ -64,6 +66,9 @@ func (q *request) DecodeGRPC(data mem.BufferSlice) error {
 		return nil
 	}
 	cost := inflightCost(data.Len(), n)
+	if q.r.cfg.KeepEncoded {
+		cost += int64(data.Len())
+	}
 	if !q.r.charge(cost) {
 		q.refused = grpcserver.Exhausted(fmt.Sprintf(
 			"agentmeter has receiver.grpc.max_inflight_mib (%d MiB) of requests in flight", q.r.cfg.MaxInflightBytes>>20))
@@ -71,22 +76,42 @@ func (q *request) DecodeGRPC(data mem.BufferSlice) error {
 	}
 	q.charged = cost
 	buf := data.MaterializeToBuffer(mem.DefaultBufferPool())
-	defer buf.Free()
 	b := buf.ReadOnlyData()
 	if err := proto.Unmarshal(b, &q.msg); err != nil {
+		defer buf.Free()
 		issues, ok := decodeLeniently(b, &q.msg)
 		if !ok {
 			q.refused = status.Errorf(codes.InvalidArgument, "request is not a valid agentmeter.v1.RecordRequest: %v", err)
 			return nil
 		}
 		q.issues = issues
+		return nil
 	}
+	if !q.r.cfg.KeepEncoded {
+		buf.Free()
+		return nil
+	}
+	// Kept until release: durable mode stores these bytes as they are.
+	q.raw = buf
 	return nil
+}
+
+// encoded is the request's wire encoding, when it decoded whole; valid
+// until release.
+func (q *request) encoded() []byte {
+	if q.raw == nil {
+		return nil
+	}
+	return q.raw.ReadOnlyData()
 }
 
 // release gives back what the request holds of the in-flight budget. Safe
 // to call more than once.
 func (q *request) release() {
+	if q.raw != nil {
+		q.raw.Free()
+		q.raw = nil
+	}
 	if q.charged > 0 {
 		q.r.inflight.Add(-q.charged)
 		q.charged = 0

@@ -343,6 +343,6 @@ func BenchmarkDecode(b *testing.B) {
 	})
 }
 
-func (b *blocking) Begin(ctx context.Context, events []*pb.Event, now time.Time, results []processor.Result) *processor.Pending {
+func (b *blocking) Begin(ctx context.Context, events []*pb.Event, _ []byte, now time.Time, results []processor.Result) *processor.Pending {
 	return processor.Ended(b.Consume(ctx, events, now, results))
 }

@@ -41,6 +41,11 @@ type Config struct {
 	MaxInflightBytes int64
 	// Limits bound each event.
 	Limits Limits
+	// KeepEncoded keeps each request's wire bytes until it is answered
+	// and hands them to the consumer (Consumer.Begin's encoded), which then
+	// need not encode the events again; they are charged to the in-flight
+	// budget. For a durable processor.
+	KeepEncoded bool
 }
 
 // Deps are the receiver's collaborators.
@@ -293,7 +298,7 @@ func (r *Receiver) startRequest(ctx context.Context, q *request) *applying {
 	if q.refused != nil {
 		return &applying{err: q.refused}
 	}
-	return r.start(ctx, &q.msg, q.issues)
+	return r.start(ctx, &q.msg, q.issues, q.encoded())
 }
 
 var errDraining = status.Error(codes.Unavailable,
@@ -316,11 +321,12 @@ type applying struct {
 // apply validates and consumes one request; decodeIssues are its events
 // that could not be decoded, by index.
 func (r *Receiver) apply(ctx context.Context, req *pb.RecordRequest, decodeIssues map[int]decodeIssue) (*pb.RecordResponse, error) {
-	return r.start(ctx, req, decodeIssues).answer()
+	return r.start(ctx, req, decodeIssues, nil).answer()
 }
 
-// start validates the request's events and begins consuming the valid ones.
-func (r *Receiver) start(ctx context.Context, req *pb.RecordRequest, decodeIssues map[int]decodeIssue) *applying {
+// start validates the request's events and begins consuming the valid ones;
+// encoded, when known, is req's encoding, kept until the answer.
+func (r *Receiver) start(ctx context.Context, req *pb.RecordRequest, decodeIssues map[int]decodeIssue, encoded []byte) *applying {
 	events := req.GetEvents()
 	if len(events) > r.cfg.MaxEventsPerRequest {
 		return &applying{err: errTooManyEvents(len(events), r.cfg.MaxEventsPerRequest)}
@@ -355,7 +361,10 @@ func (r *Receiver) start(ctx context.Context, req *pb.RecordRequest, decodeIssue
 		sc.results = make([]processor.Result, n)
 	}
 	a.sc = sc
-	a.pending = r.consumer.Begin(ctx, sc.valid, now, sc.results[:n])
+	if n != len(events) {
+		encoded = nil // it has the rejected ones too
+	}
+	a.pending = r.consumer.Begin(ctx, sc.valid, encoded, now, sc.results[:n])
 	return a
 }
 

@@ -359,6 +359,6 @@ func TestIdleStreamEndsUnavailable(t *testing.T) {
 	}
 }
 
-func (r *recorder) Begin(ctx context.Context, events []*pb.Event, now time.Time, results []processor.Result) *processor.Pending {
+func (r *recorder) Begin(ctx context.Context, events []*pb.Event, _ []byte, now time.Time, results []processor.Result) *processor.Pending {
 	return processor.Ended(r.Consume(ctx, events, now, results))
 }

@@ -229,8 +229,11 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, listen list
 		log.Info("storage opened", "directory", dir, "took", time.Since(t).String())
 	}
 	proc, err := processor.New(processor.Config{
-		DedupeWindow:        cfg.Receiver.DedupeWindow,
-		DedupeMaxIDs:        cfg.Receiver.DedupeMaxIDs,
+		DedupeWindow: cfg.Receiver.DedupeWindow,
+		DedupeMaxIDs: cfg.Receiver.DedupeMaxIDs,
+		// With storage, 1/64 of memory.limit_mib for each of the two id
+		// filters: 4 MiB at 256 MiB, ~3.5 million ids a generation.
+		DedupeFilterBytes:   cfg.Memory.LimitMiB << 20 / 64,
 		IdleExpiry:          cfg.Conversations.IdleExpiry,
 		MaxTracked:          cfg.Conversations.MaxTracked,
 		ClosedRetention:     cfg.Conversations.ClosedRetention,
@@ -320,6 +323,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, listen list
 		MaxEventsPerRequest: cfg.Receiver.MaxEventsPerRequest,
 		MaxInflightBytes:    int64(inflightMiB) << 20,
 		Limits:              receiver.Limits{MaxFutureSkew: cfg.Receiver.MaxFutureSkew},
+		KeepEncoded:         store != nil,
 	}, receiver.Deps{Logger: log, Meter: meter, Consumer: proc, Draining: grpcSrv.Draining()})
 	if err != nil {
 		return err
