@@ -198,14 +198,24 @@ func (c Config) StorageCacheMiB() int {
 	return min(max(c.Memory.LimitMiB/8, 8), 32)
 }
 
-// StorageMemoryMiB is the memory the durable store may hold: its block
-// cache and memtables with storage.directory set, 0 without.
+// StorageMemoryMiB is the memory durable mode may hold: the store's block
+// cache and memtables, and the processor's two dedupe id filters, with
+// storage.directory set; 0 without.
 func (c Config) StorageMemoryMiB() int {
 	if c.Storage.Directory == "" {
 		return 0
 	}
-	return c.StorageCacheMiB() + storageMemTablesMiB
+	return c.StorageCacheMiB() + storageMemTablesMiB + c.DedupeFiltersMiB()
 }
+
+// DedupeFilterBytes is the memory of each of durable mode's two dedupe id
+// filters (bloom filters of a generation's ids, so that most new ids need
+// no disk lookup): 1/64 of memory.limit_mib, at most 8 MiB (4 MiB at 256,
+// ~3.5 million ids a generation at 1% false positives).
+func (c Config) DedupeFilterBytes() int { return min(c.Memory.LimitMiB<<20/64, 8<<20) }
+
+// DedupeFiltersMiB is the memory of both id filters, rounded up.
+func (c Config) DedupeFiltersMiB() int { return (2*c.DedupeFilterBytes() + 1<<20 - 1) >> 20 }
 
 // Inflight resolves receiver.grpc.max_inflight_rpcs and max_inflight_mib
 // (GRPC.Inflight) against memory.limit_mib less what the durable store

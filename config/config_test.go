@@ -72,7 +72,7 @@ func TestParseGood(t *testing.T) {
 		{name: "every key", file: "good_full.yaml", want: func(c *Config) {
 			c.Receiver = Receiver{
 				GRPC: GRPC{Endpoint: "unix:///run/agentmeter/agentmeter.sock", MaxRecvMsgSizeMiB: 4, MaxConcurrentStreams: 64,
-					MaxConnections: 8, MaxInflightRPCs: 6, MaxInflightMiB: 12, ReceiveTimeout: 15 * time.Second,
+					MaxConnections: 8, MaxInflightRPCs: 5, MaxInflightMiB: 12, ReceiveTimeout: 15 * time.Second,
 					MaxConnectionIdle: time.Minute, HandshakeTimeout: 3 * time.Second,
 					TLS: GRPCTLS{CertFile: "tls/tls.crt", KeyFile: "tls/tls.key", ClientCAFile: "/etc/agentmeter/ca.crt"}},
 				Auth:                ReceiverAuth{TokenFile: "token"},
@@ -723,10 +723,10 @@ func TestInflightLeavesRoomForStorage(t *testing.T) {
 		cacheMiB, storageMiB, rpcs, mib int
 	}{
 		{128, false, 16, 0, 12, 24},
-		{128, true, 16, 32, 8, 16},
-		{256, true, 32, 48, 22, 44},
-		{64, true, 8, 24, 4, 8},
-		{1024, true, 32, 48, 118, 236},
+		{128, true, 16, 36, 7, 15},
+		{256, true, 32, 56, 21, 42},
+		{64, true, 8, 26, 4, 8},
+		{1024, true, 32, 64, 116, 232},
 	} {
 		t.Run(fmt.Sprintf("limit=%d/storage=%v", tc.limitMiB, tc.storage), func(t *testing.T) {
 			c := Default()
@@ -775,7 +775,7 @@ func TestInflightCheckedAgainstMemoryLimit(t *testing.T) {
 		{"larger messages count", "receiver:\n  grpc:\n    max_recv_msg_size_mib: 16\n    max_inflight_rpcs: 12\nmemory:\n  limit_mib: 256\n",
 			"line 4: receiver.grpc.max_inflight_rpcs must fit in the 224 MiB that memory.limit_mib (256) leaves for requests: max_inflight_rpcs × max_recv_msg_size_mib + max_inflight_mib = 12 × 16 + 56 = 248 MiB"},
 		{"storage counts", "receiver:\n  grpc:\n    max_inflight_rpcs: 14\nmemory:\n  limit_mib: 128\nstorage:\n  directory: /var/lib/agentmeter\n",
-			"line 3: receiver.grpc.max_inflight_rpcs must fit in the 64 MiB that memory.limit_mib (128 less storage's 32 MiB) leaves for requests: max_inflight_rpcs × max_recv_msg_size_mib + max_inflight_mib = 14 × 4 + 16 = 72 MiB"},
+			"line 3: receiver.grpc.max_inflight_rpcs must fit in the 60 MiB that memory.limit_mib (128 less storage's 36 MiB) leaves for requests: max_inflight_rpcs × max_recv_msg_size_mib + max_inflight_mib = 14 × 4 + 15 = 71 MiB"},
 		{"defaults fit with storage", "memory:\n  limit_mib: 128\nstorage:\n  directory: /var/lib/agentmeter\n", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -233,7 +233,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, listen list
 		DedupeMaxIDs: cfg.Receiver.DedupeMaxIDs,
 		// With storage, 1/64 of memory.limit_mib for each of the two id
 		// filters: 4 MiB at 256 MiB, ~3.5 million ids a generation.
-		DedupeFilterBytes:   cfg.Memory.LimitMiB << 20 / 64,
+		DedupeFilterBytes:   cfg.DedupeFilterBytes(),
 		IdleExpiry:          cfg.Conversations.IdleExpiry,
 		MaxTracked:          cfg.Conversations.MaxTracked,
 		ClosedRetention:     cfg.Conversations.ClosedRetention,
