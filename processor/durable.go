@@ -210,10 +210,20 @@ func (d *durableDedupe) slot(gen int64) *memGen {
 
 // seen reports whether hash h was stored in generation gen or the one before.
 func (d *durableDedupe) seen(h uint64, gen int64, store *storage.Store) (bool, error) {
+	// Most ids are new: when both generations' filters rule the id out,
+	// no map or disk needs a look (the filters hold every committed id).
 	var mem [2]*memGen
+	maybe := false
 	for i, g := range [2]int64{gen, gen - 1} {
-		if mem[i] = d.slot(g); mem[i] != nil {
-			if _, ok := mem[i].ids[h]; ok {
+		mem[i] = d.slot(g)
+		maybe = maybe || mem[i] == nil || mem[i].filterHas(h)
+	}
+	if !maybe {
+		return false, nil
+	}
+	for _, m := range mem {
+		if m != nil {
+			if _, ok := m.ids[h]; ok {
 				return true, nil
 			}
 		}

@@ -125,12 +125,12 @@ func Open(cfg Config, log *slog.Logger) (*Store, error) {
 		// lookup that memory cannot answer.
 		CacheSize: 32 << 20,
 		// The id keys are random: every L0 file overlaps the whole base
-		// level, so each L0 compaction rewrites it. Waiting for 8 files
-		// (default 4) halves those rewrites; lookups that reach the disk
-		// are rare (memory's filters answer most) and check one more
-		// filter per file.
-		L0CompactionThreshold: 8,
-		L0StopWritesThreshold: 32,
+		// level, so each L0 compaction rewrites it. Waiting for 16 files
+		// (default 4) makes those rewrites a quarter as many; lookups
+		// that reach the disk are rare (memory's filters answer most) and
+		// check one more sstable filter per file.
+		L0CompactionThreshold: 16,
+		L0StopWritesThreshold: 64,
 	}
 	if cfg.CacheBytes > 0 {
 		opts.CacheSize = cfg.CacheBytes
