@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"sync"
 	"time"
 
@@ -23,10 +24,13 @@ import (
 //     as pending for this batch, which gets the next log sequence number. A
 //     batch meeting an id pending in another batch waits for that one to
 //     end, then looks again: it is a duplicate only if the other was stored.
-//  2. write: the new events go to the storage log in one synced write;
+//  2. write: the new LLM calls are priced (outside mu), and the new events
+//     go to the storage log with those prices in one synced write;
 //     concurrent batches share the fsync (group commit).
 //  3. apply: in sequence order (the order of the log, so that a replay
-//     after a crash rebuilds the same state), under mu.
+//     after a crash rebuilds the same state), under mu, with the prices
+//     stored: a replay applies the same prices even when the price table
+//     changed in between.
 //  4. release: the ids become committed (in the same mu section as the
 //     apply), or, when the write failed, are forgotten, and nothing was
 //     applied: the client's retry is not a duplicate.
@@ -313,6 +317,9 @@ type durableBatch struct {
 	gen    int64
 	newIdx []int
 	hashes []uint64
+	// prices[j] is the price of events[newIdx[j]] when it is an LLM call;
+	// nil without a pricer (every call unpriced).
+	prices []callPrice
 }
 
 // consumeDurable is Consume in durable mode.
@@ -381,9 +388,14 @@ func (p *Processor) finish(b *durableBatch, events []*pb.Event, encoded []byte, 
 		}
 	}()
 	if err == nil {
+		var unpriced callPrice
 		p.mu.Lock()
-		for _, i := range b.newIdx {
-			results[i] = p.apply(events[i], nowNano)
+		for j, i := range b.newIdx {
+			pr := &unpriced
+			if b.prices != nil {
+				pr = &b.prices[j]
+			}
+			results[i] = p.apply(events[i], nowNano, pr)
 		}
 		// With the apply, under mu: a snapshot that has this batch has
 		// its ids among those it stores.
@@ -478,9 +490,18 @@ func (p *Processor) classify(b *durableBatch, events []*pb.Event, now int64, res
 	return nil, nil
 }
 
-// write stores the batch's new events as one log entry: encoded as it is
-// when they are all of events, else encoded again.
+// write prices the batch's new LLM calls (b.prices) and stores its new
+// events with those prices as one log entry: encoded as it is when they are
+// all of events, else encoded again.
 func (p *Processor) write(b *durableBatch, events []*pb.Event, encoded []byte, now int64) error {
+	if p.pricer != nil {
+		b.prices = make([]callPrice, len(b.newIdx))
+		for j, i := range b.newIdx {
+			if c := events[i].GetLlmCall(); c != nil {
+				b.prices[j] = p.priceCall(c, eventTime(events[i], now))
+			}
+		}
+	}
 	bufs := p.entryBufs.Get().(*entryBufs)
 	defer p.entryBufs.Put(bufs)
 	if encoded == nil || len(b.newIdx) != len(events) {
@@ -494,17 +515,34 @@ func (p *Processor) write(b *durableBatch, events []*pb.Event, encoded []byte, n
 		}
 		bufs.req, encoded = enc, enc
 	}
-	return p.store.Commit(b.seq, encodeEntry(bufs, now, encoded))
+	return p.store.Commit(b.seq, encodeEntry(bufs, now, encoded, b.prices))
 }
 
-// A log entry is entryS2, then an S2 block (github.com/klauspost/compress/s2)
-// of the receipt time (8 bytes, big-endian Unix nanoseconds) and the
-// RecordRequest of the batch's new events. Compressed, the log's bytes
-// through the WAL, the memtable and the flushes are a third or less.
-// Entries written before compression came in are the uncompressed time and
-// request; their first byte (the time's high byte, 0x18 in 2026) is never
-// entryS2.
-const entryS2 = 0x01
+// A log entry is entryPriced, then an S2 block
+// (github.com/klauspost/compress/s2) of:
+//   - the receipt time (8 bytes, big-endian Unix nanoseconds),
+//   - the length (uvarint) and bytes of the RecordRequest of the batch's
+//     new events,
+//   - a price record for each of its LLM calls the price table priced, in
+//     event order: the event's index in the request (uvarint), the computed
+//     cost and the cache savings (8 bytes each, big-endian IEEE 754 bits).
+//     A call without a record was unpriced.
+//
+// Compressed, the log's bytes through the WAL, the memtable and the flushes
+// are a third or less. The prices are those the live apply used, so that a
+// replay applies them again whatever the price table is at the restart.
+//
+// Older entries are still read, their calls priced at the replay: entryS2,
+// then an S2 block of the time and the request, without prices; before
+// compression came in, the uncompressed time and request, whose first byte
+// (the time's high byte, 0x18 in 2026) is neither tag.
+const (
+	entryS2     = 0x01
+	entryPriced = 0x02
+)
+
+// priceRecordBytes is a price record's size past its index.
+const priceRecordBytes = 16
 
 // maxEntryBytes bounds an entry's decoded size (requests are at most a few
 // MiB), so that a damaged length cannot ask for more.
@@ -513,42 +551,83 @@ const maxEntryBytes = 64 << 20
 // entryBufs are the buffers of one write, pooled.
 type entryBufs struct{ req, raw, out []byte }
 
-// encodeEntry encodes a log entry of req, an encoded RecordRequest, into
-// bufs; the result is valid until bufs is used again.
-func encodeEntry(bufs *entryBufs, now int64, req []byte) []byte {
+// encodeEntry encodes a log entry of req, an encoded RecordRequest, and of
+// prices (by event of req; nil: none priced) into bufs; the result is valid
+// until bufs is used again.
+func encodeEntry(bufs *entryBufs, now int64, req []byte, prices []callPrice) []byte {
 	raw := binary.BigEndian.AppendUint64(bufs.raw[:0], uint64(now))
+	raw = binary.AppendUvarint(raw, uint64(len(req)))
 	raw = append(raw, req...)
+	for j, pr := range prices {
+		if pr.ok {
+			raw = binary.AppendUvarint(raw, uint64(j))
+			raw = binary.BigEndian.AppendUint64(raw, math.Float64bits(pr.cost))
+			raw = binary.BigEndian.AppendUint64(raw, math.Float64bits(pr.savings))
+		}
+	}
 	bufs.raw = raw
 	n := 1 + s2.MaxEncodedLen(len(raw))
 	if cap(bufs.out) < n {
 		bufs.out = make([]byte, n)
 	}
 	out := bufs.out[:n]
-	out[0] = entryS2
+	out[0] = entryPriced
 	enc := s2.Encode(out[1:], raw)
 	return out[:1+len(enc)]
 }
 
-// decodeEntry decodes a log entry.
-func decodeEntry(entry []byte) (at int64, req *pb.RecordRequest, err error) {
+// decodeEntry decodes a log entry. prices has one element per event of req
+// (the zero value, unpriced, for all but the priced LLM calls); it is nil
+// for an entry of a format without prices, whose calls are priced at the
+// replay.
+func decodeEntry(entry []byte) (at int64, req *pb.RecordRequest, prices []callPrice, err error) {
 	raw := entry
-	if len(entry) > 0 && entry[0] == entryS2 {
+	var tag byte
+	if len(entry) > 0 && (entry[0] == entryS2 || entry[0] == entryPriced) {
+		tag = entry[0]
 		n, err := s2.DecodedLen(entry[1:])
 		if err != nil || n > maxEntryBytes {
-			return 0, nil, fmt.Errorf("damaged (%d bytes decoded, %v)", n, err)
+			return 0, nil, nil, fmt.Errorf("damaged (%d bytes decoded, %v)", n, err)
 		}
 		if raw, err = s2.Decode(make([]byte, n), entry[1:]); err != nil {
-			return 0, nil, fmt.Errorf("damaged: %w", err)
+			return 0, nil, nil, fmt.Errorf("damaged: %w", err)
 		}
 	}
 	if len(raw) < 8 {
-		return 0, nil, fmt.Errorf("damaged: %d bytes", len(raw))
+		return 0, nil, nil, fmt.Errorf("damaged: %d bytes", len(raw))
+	}
+	body, rest := raw[8:], []byte(nil)
+	if tag == entryPriced {
+		n, k := binary.Uvarint(body)
+		if k <= 0 || n > uint64(len(body)-k) {
+			return 0, nil, nil, errors.New("damaged: bad request length")
+		}
+		body, rest = body[k:k+int(n)], body[k+int(n):]
 	}
 	req = &pb.RecordRequest{}
-	if err := proto.Unmarshal(raw[8:], req); err != nil {
-		return 0, nil, fmt.Errorf("damaged: %w", err)
+	if err := proto.Unmarshal(body, req); err != nil {
+		return 0, nil, nil, fmt.Errorf("damaged: %w", err)
 	}
-	return int64(binary.BigEndian.Uint64(raw)), req, nil
+	if tag == entryPriced {
+		events := req.GetEvents()
+		prices = make([]callPrice, len(events))
+		next := uint64(0) // records are in event order, one per call at most
+		for len(rest) > 0 {
+			j, k := binary.Uvarint(rest)
+			if k <= 0 || len(rest)-k < priceRecordBytes || j < next || j >= uint64(len(events)) ||
+				events[j].GetLlmCall() == nil {
+				return 0, nil, nil, errors.New("damaged: bad price record")
+			}
+			rec := rest[k:]
+			prices[j] = callPrice{
+				cost:    math.Float64frombits(binary.BigEndian.Uint64(rec)),
+				savings: math.Float64frombits(binary.BigEndian.Uint64(rec[8:])),
+				ok:      true,
+			}
+			next, rest = j+1, rec[priceRecordBytes:]
+		}
+	}
+	return int64(binary.BigEndian.Uint64(raw)), req, prices, nil
 }
 
 // waitTurn blocks until every batch before seq was applied or failed.
@@ -596,13 +675,17 @@ func (p *Processor) restore(now int64) error {
 	}
 	last, replayed := seq, 0
 	err = p.store.Replay(seq, func(s uint64, entry []byte) error {
-		at, req, err := decodeEntry(entry)
+		at, req, prices, err := decodeEntry(entry)
 		if err != nil {
 			return fmt.Errorf("storage log entry %d is %w", s, err)
 		}
 		var hashes []uint64
-		for _, ev := range req.GetEvents() {
-			p.apply(ev, at)
+		for j, ev := range req.GetEvents() {
+			var pr *callPrice // nil: an older entry, priced now
+			if prices != nil {
+				pr = &prices[j]
+			}
+			p.apply(ev, at, pr)
 			if p.dd != nil {
 				hashes = append(hashes, p.dd.hash(ev.GetEventId()))
 			}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/metric/metricdata/metricdatatest"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/agentmeter/agentmeter/pricing"
 	pb "github.com/agentmeter/agentmeter/proto/agentmeter/v1"
 	"github.com/agentmeter/agentmeter/storage"
 )
@@ -22,7 +24,9 @@ type durable struct {
 	dir   string
 	cfg   Config
 	minFB uint64
-	store *storage.Store
+	// pricer prices the calls sent without a cost; nil: fixedPricer.
+	pricer Pricer
+	store  *storage.Store
 	p     *Processor
 }
 
@@ -53,7 +57,11 @@ func (d *durable) open() {
 	if err != nil {
 		d.t.Fatal(err)
 	}
-	p, err := New(d.cfg, Deps{Store: s, Pricer: fixedPricer})
+	pricer := d.pricer
+	if pricer == nil {
+		pricer = fixedPricer
+	}
+	p, err := New(d.cfg, Deps{Store: s, Pricer: pricer})
 	if err != nil {
 		_ = s.Close()
 		d.t.Fatal(err)
@@ -486,4 +494,101 @@ func TestDurableStoresEncoded(t *testing.T) {
 			t.Fatalf("event %d resent after the replay: %v, want duplicate", i, r.Outcome)
 		}
 	}
+}
+
+// TestDurableReplayKeepsPrices: the price table changes (a hot reload)
+// between the apply of calls sent without a cost and a kill -9; the replay
+// of their log entries applies the prices they were applied with, so the
+// computed cost, cache savings, unpriced calls and budget crossings
+// acknowledged before the crash are those after it.
+func TestDurableReplayKeepsPrices(t *testing.T) {
+	// Table A prices models "a" and "ab"; table B prices "ab" ten times
+	// dearer, and "b".
+	var tableB atomic.Bool
+	pricer := PricerFunc(func(_, model string, _ time.Time, u pricing.Usage) (float64, float64, bool) {
+		rate, priced := 1e-4, model == "a" || model == "ab"
+		if tableB.Load() {
+			rate, priced = 1e-3, model == "b" || model == "ab"
+		}
+		if !priced {
+			return 0, 0, false
+		}
+		return rate * float64(u.Prompt), rate / 10 * float64(u.CacheRead), true
+	})
+	d := newDurable(t, Config{DedupeWindow: time.Hour})
+	d.pricer = pricer
+	d.p.pricer = pricer
+	call := func(id, model string, cost *float64) *pb.Event {
+		return llm(id, "bill", func(c *pb.LLMCall) { c.RequestModel, c.ResponseModel, c.CostUsd = model, model, cost })
+	}
+	begin := func(evs ...*pb.Event) { // stored as its wire bytes when every event is new
+		t.Helper()
+		enc, err := proto.Marshal(&pb.RecordRequest{Events: evs})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := d.p.Begin(context.Background(), evs, enc, time.Now(), make([]Result, len(evs))).Wait(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// $1 budget; under table A each call of "ab" costs $0.1 (1000 prompt
+	// tokens), under B $1.
+	d.mustConsume(created("c", "bill", usd(1)), call("1", "ab", nil), call("2", "a", nil))
+	if err := d.p.Snapshot(); err != nil { // what follows is replayed
+		t.Fatal(err)
+	}
+	first := []*pb.Event{call("3", "ab", nil), call("4", "b", nil), call("5", "ab", usd(0.01))}
+	begin(first...)
+	// With duplicates: the new events are encoded again.
+	begin(append([]*pb.Event{call("6", "ab", nil), call("7", "a", nil)}, first...)...)
+	d.mustConsume(call("8", "ab", nil), call("9", "b", nil), first[0])
+
+	want := d.produce()
+	wantUsage, ok := d.p.Usage("bill")
+	if !ok {
+		t.Fatal("conversation not found")
+	}
+	// Table A: the 6 calls of "a" and "ab" sent without a cost at $0.1
+	// each, the 2 of "b" unpriced.
+	if wantUsage.ComputedCostUsd < 0.59 || wantUsage.ComputedCostUsd > 0.61 || wantUsage.UnpricedCalls != 2 ||
+		wantUsage.BudgetExceeded {
+		t.Fatalf("before the crash: computed $%v, %d unpriced, exceeded %v; want $0.6, 2, false",
+			wantUsage.ComputedCostUsd, wantUsage.UnpricedCalls, wantUsage.BudgetExceeded)
+	}
+
+	tableB.Store(true) // the table is reloaded, then the process is killed
+	d.crash()
+	got, ok := d.p.Usage("bill")
+	if !ok || !proto.Equal(got, wantUsage) {
+		t.Errorf("after the crash:\n%v\nwant (as acknowledged before it)\n%v", got, wantUsage)
+	}
+	// Duplicates are not in the log (see the README): leave them out.
+	metricdatatest.AssertEqual(t, dropDuplicates(dropGauges(want)), dropDuplicates(dropGauges(d.produce())),
+		metricdatatest.IgnoreTimestamp())
+
+	// New calls meet the new table.
+	d.mustConsume(call("10", "b", nil))
+	if u, _ := d.p.Usage("bill"); u.UnpricedCalls != 2 || !u.BudgetExceeded {
+		t.Errorf("a call after the reload: %d unpriced, exceeded %v; want 2, true", u.UnpricedCalls, u.BudgetExceeded)
+	}
+}
+
+// dropDuplicates leaves the duplicate events' counts out of sm.
+func dropDuplicates(sm metricdata.ScopeMetrics) metricdata.ScopeMetrics {
+	out := sm
+	out.Metrics = nil
+	for _, m := range sm.Metrics {
+		if sum, ok := m.Data.(metricdata.Sum[int64]); ok {
+			var dps []metricdata.DataPoint[int64]
+			for _, dp := range sum.DataPoints {
+				if v, ok := dp.Attributes.Value("outcome"); !ok || v.AsString() != "duplicate" {
+					dps = append(dps, dp)
+				}
+			}
+			sum.DataPoints = dps
+			m.Data = sum
+		}
+		out.Metrics = append(out.Metrics, m)
+	}
+	return out
 }

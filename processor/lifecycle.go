@@ -10,7 +10,8 @@ import (
 )
 
 // Pricer prices an LLM call the agent sent no cost for. *pricing.Watcher
-// is one.
+// is one. It must be safe for concurrent use: durable mode prices a
+// batch's calls before it stores them, outside the processor's lock.
 type Pricer interface {
 	// Price returns the call's cost at the price in force at time at (the
 	// event's time) and what its cache reads saved, in USD, and false when

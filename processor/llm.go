@@ -178,10 +178,32 @@ func clone(s string) string {
 	return string(append([]byte(nil), s...))
 }
 
+// callPrice is what the price table says of a call: its computed cost and
+// what its cache reads saved, when ok (the table has a price for it).
+type callPrice struct {
+	cost, savings float64
+	ok            bool
+}
+
+// priceCall prices call c at the price in force at time at, by its response
+// model, else its request model; not ok without a pricer. It does not need
+// p.mu (a Pricer is safe for concurrent use).
+func (p *Processor) priceCall(c *pb.LLMCall, at time.Time) callPrice {
+	if p.pricer == nil {
+		return callPrice{}
+	}
+	u := pricing.FromLLMCall(c)
+	computed, savings, ok := p.pricer.Price(c.GetProvider(), c.GetResponseModel(), at, u)
+	if !ok && c.GetResponseModel() != c.GetRequestModel() {
+		computed, savings, ok = p.pricer.Price(c.GetProvider(), c.GetRequestModel(), at, u)
+	}
+	return callPrice{cost: computed, savings: savings, ok: ok}
+}
+
 // applyLLMCall aggregates one call into its series and, when it belongs to
-// a conversation, into the conversation's ledger entry; a call without a
-// cost is priced at the price in force at time at. p.mu is held.
-func (p *Processor) applyLLMCall(conv *conversation, agent string, c *pb.LLMCall, at time.Time) {
+// a conversation, into the conversation's ledger entry; pr is what the price
+// table said of the call (priceCall). p.mu is held.
+func (p *Processor) applyLLMCall(conv *conversation, agent string, c *pb.LLMCall, pr callPrice) {
 	s := p.series(agent, c)
 	prompt, completion := c.GetPromptTokens(), c.GetCompletionTokens()
 	cacheWrite := c.GetCacheWriteTokens() + c.GetCacheWrite_1HTokens()
@@ -197,18 +219,11 @@ func (p *Processor) applyLLMCall(conv *conversation, agent string, c *pb.LLMCall
 	if c.CostUsd != nil {
 		source, cost = costReported, *c.CostUsd
 	}
-	if p.pricer != nil {
-		u := pricing.FromLLMCall(c)
-		computed, savings, ok := p.pricer.Price(c.GetProvider(), c.GetResponseModel(), at, u)
-		if !ok && c.GetResponseModel() != c.GetRequestModel() {
-			computed, savings, ok = p.pricer.Price(c.GetProvider(), c.GetRequestModel(), at, u)
-		}
-		if ok {
-			s.cacheSavings += savings
-			s.priced = true
-			if source < 0 {
-				source, cost = costComputed, computed
-			}
+	if pr.ok {
+		s.cacheSavings += pr.savings
+		s.priced = true
+		if source < 0 {
+			source, cost = costComputed, pr.cost
 		}
 	}
 	if source >= 0 {

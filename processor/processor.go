@@ -401,12 +401,14 @@ func (p *Processor) consumeMemory(events []*pb.Event, now time.Time, results []R
 			results[i] = Result{Outcome: Duplicate}
 			continue
 		}
-		results[i] = p.apply(ev, nowNano)
+		results[i] = p.apply(ev, nowNano, nil)
 	}
 }
 
-// apply aggregates one new event. p.mu is held.
-func (p *Processor) apply(ev *pb.Event, now int64) Result {
+// apply aggregates one new event. pr is the price of an LLM call as durable
+// mode stored it with the event; nil prices it now (memory mode, and log
+// entries written before prices were stored). p.mu is held.
+func (p *Processor) apply(ev *pb.Event, now int64, pr *callPrice) Result {
 	var c *conversation
 	if id := ev.GetConversationId(); id != "" {
 		c = p.track(id, now)
@@ -416,7 +418,13 @@ func (p *Processor) apply(ev *pb.Event, now int64) Result {
 	switch payload := ev.GetPayload().(type) {
 	case *pb.Event_LlmCall:
 		typ = typeLLMCall
-		p.applyLLMCall(c, ev.GetAgent(), payload.LlmCall, eventTime(ev, now))
+		var price callPrice
+		if pr != nil {
+			price = *pr
+		} else {
+			price = p.priceCall(payload.LlmCall, eventTime(ev, now))
+		}
+		p.applyLLMCall(c, ev.GetAgent(), payload.LlmCall, price)
 	case *pb.Event_AgentStatus:
 		typ = typeAgentStatus
 		if c != nil {
