@@ -13,6 +13,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/metric/exemplar"
 
 	"github.com/agentmeter/agentmeter/catalog"
+	"github.com/agentmeter/agentmeter/pricing"
 	pb "github.com/agentmeter/agentmeter/proto/agentmeter/v1"
 	"github.com/agentmeter/agentmeter/storage"
 )
@@ -124,21 +125,33 @@ func BenchmarkSDKHistograms(b *testing.B) {
 // memory and disk, one write of the batch and its ids, then the same
 // aggregation, 100 events a call with new ids (ns/op is per batch). The sync
 // variant waits for fsync; with 8 concurrent callers, as concurrent
-// requests do, their batches share it (group commit).
+// requests do, their batches share it (group commit). The priced variant
+// has the collector's pricer (the built-in price table), which prices
+// every call (its cache savings) and stores the prices with the batch.
 func BenchmarkConsumeDurable(b *testing.B) {
 	for _, tc := range []struct {
 		name    string
 		noSync  bool
 		callers int
-	}{{"nosync", true, 1}, {"sync", false, 1}, {"sync/callers=8", false, 8}} {
+		priced  bool
+	}{{"nosync", true, 1, false}, {"sync", false, 1, false}, {"sync/callers=8", false, 8, false},
+		{"sync/callers=8/priced", false, 8, true}} {
 		b.Run(tc.name, func(b *testing.B) {
 			s, err := storage.Open(storage.Config{Directory: b.TempDir(), NoSync: tc.noSync}, nil)
 			if err != nil {
 				b.Fatal(err)
 			}
 			defer s.Close()
+			deps := Deps{Store: s}
+			if tc.priced {
+				w, err := pricing.NewWatcher(pricing.Source{}, nil)
+				if err != nil {
+					b.Fatal(err)
+				}
+				deps.Pricer = w
+			}
 			p, err := New(Config{DedupeWindow: time.Hour, DedupeMaxIDs: 100_000, MaxTracked: 1000, IdleExpiry: time.Hour},
-				Deps{Store: s})
+				deps)
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -147,6 +160,11 @@ func BenchmarkConsumeDurable(b *testing.B) {
 			b.SetParallelism(tc.callers)
 			b.RunParallel(func(loop *testing.PB) {
 				events := benchEvents(100) // this caller's own; only ids change
+				if tc.priced {
+					for _, ev := range events { // a model of the built-in table
+						ev.GetLlmCall().ResponseModel = "claude-sonnet-4-6"
+					}
+				}
 				res := make([]Result, 100)
 				id := make([]byte, 0, 32)
 				for loop.Next() {

@@ -27,7 +27,7 @@ type durable struct {
 	// pricer prices the calls sent without a cost; nil: fixedPricer.
 	pricer Pricer
 	store  *storage.Store
-	p     *Processor
+	p      *Processor
 }
 
 func newDurable(t *testing.T, cfg Config) *durable {
