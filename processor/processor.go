@@ -103,6 +103,10 @@ func (b *Pending) Wait() error {
 // closedChan is the done channel of batches that end within Begin.
 var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
+// EndsWhen is a Pending that ends, with no error, when done is closed:
+// Begin of a consumer that applies a batch later.
+func EndsWhen(done <-chan struct{}) *Pending { return &Pending{done: done} }
+
 // Ended is a Pending that has already ended with err: Begin of a consumer
 // that applies a batch before it returns.
 func Ended(err error) *Pending { return &Pending{done: closedChan, err: err} }

@@ -3,10 +3,13 @@ package receiver
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"math"
 	"net"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -361,4 +364,120 @@ func TestIdleStreamEndsUnavailable(t *testing.T) {
 
 func (r *recorder) Begin(ctx context.Context, events []*pb.Event, _ []byte, now time.Time, results []processor.Result) *processor.Pending {
 	return processor.Ended(r.Consume(ctx, events, now, results))
+}
+
+// deferred is a Consumer whose batches end when the test says, in any
+// order, like durable mode's background writes.
+type deferred struct {
+	mu      sync.Mutex
+	started chan int // the number of events of each batch begun
+	ends    []chan struct{}
+	encoded [][]byte
+}
+
+func (d *deferred) Consume(context.Context, []*pb.Event, time.Time, []processor.Result) error {
+	return errors.New("deferred: Consume not used")
+}
+
+func (d *deferred) Refused(*pb.Event) {}
+
+func (d *deferred) Begin(_ context.Context, events []*pb.Event, encoded []byte, _ time.Time, results []processor.Result) *processor.Pending {
+	end := make(chan struct{})
+	d.mu.Lock()
+	d.ends = append(d.ends, end)
+	d.encoded = append(d.encoded, append([]byte(nil), encoded...))
+	d.mu.Unlock()
+	clear(results) // all accepted
+	d.started <- len(events)
+	return processor.EndsWhen(end)
+}
+
+// TestRecordStreamPipelined: a stream starts up to streamPipeline batches
+// before the first is answered, and answers them in request order even
+// when they end in another.
+func TestRecordStreamPipelined(t *testing.T) {
+	f := newFixture(t, Config{KeepEncoded: true})
+	cons := &deferred{started: make(chan int, 2*streamPipeline)}
+	f.recv.consumer = cons
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	stream, err := f.client.RecordStream(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const batches = streamPipeline + 3
+	for i := range batches {
+		var events []*pb.Event
+		for j := range i + 1 {
+			events = append(events, call(fmt.Sprintf("p%d-%d", i, j)))
+		}
+		if err := stream.Send(&pb.RecordRequest{Events: events}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range streamPipeline {
+		select {
+		case n := <-cons.started:
+			if n != i+1 {
+				t.Fatalf("batch %d begun with %d events, want %d: not in request order", i, n, i+1)
+			}
+		case <-ctx.Done():
+			t.Fatalf("only %d batches begun before any answer, want %d", i, streamPipeline)
+		}
+	}
+	select {
+	case <-cons.started:
+		t.Fatalf("more than %d batches begun before the first was answered", streamPipeline)
+	case <-time.After(200 * time.Millisecond):
+	}
+	cons.mu.Lock()
+	ends := slices.Clone(cons.ends)
+	enc := cons.encoded[1]
+	cons.mu.Unlock()
+	var req pb.RecordRequest
+	if err := proto.Unmarshal(enc, &req); err != nil || len(req.Events) != 2 || req.Events[1].GetEventId() != "p1-1" {
+		t.Errorf("batch 1's encoding decodes to %d events (%v), want its 2", len(req.Events), err)
+	}
+	resps := make(chan recvResult, batches+1)
+	go func() {
+		for {
+			resp, err := stream.Recv()
+			resps <- recvResult{resp, err}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	for i := len(ends) - 1; i >= 1; i-- { // all but the first, last first
+		close(ends[i])
+	}
+	select {
+	case r := <-resps:
+		t.Fatalf("answered %v, %v before the first batch ended", r.resp, r.err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	close(ends[0])
+	for i := range batches {
+		if i >= streamPipeline {
+			<-cons.started
+			cons.mu.Lock()
+			close(cons.ends[i])
+			cons.mu.Unlock()
+		}
+		r := <-resps
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		if r.resp.Accepted != uint32(i+1) {
+			t.Fatalf("response %d accepted %d, want %d: out of order", i, r.resp.Accepted, i+1)
+		}
+	}
+	if n := f.recv.inflight.Load(); n != 0 {
+		t.Errorf("in-flight bytes after the stream's answers = %d, want 0", n)
+	}
+}
+
+type recvResult struct {
+	resp *pb.RecordResponse
+	err  error
 }
