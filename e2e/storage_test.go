@@ -14,6 +14,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	pb "github.com/agentmeter/agentmeter/proto/agentmeter/v1"
 )
@@ -213,4 +214,94 @@ func exitCode(err error) int {
 		return ee.ExitCode()
 	}
 	return -1
+}
+
+// TestStorageKill9AfterPriceReload: calls sent without a cost are priced by
+// table v1; the table is reloaded (v2 prices the model ten times dearer and
+// prices a model v1 did not), then the collector is killed -9 before any
+// snapshot. After the restart, the log replay gives back the cost, the
+// unpriced calls and the budget crossings acknowledged before the crash,
+// not v2's.
+func TestStorageKill9AfterPriceReload(t *testing.T) {
+	table := func(version string, input float64, late bool) string {
+		s := priceTable(version, input, 0)
+		if late {
+			s += "  - provider: testco\n    name: late-model\n    input: 1\n    output: 1\n"
+		}
+		return s
+	}
+	path := filepath.Join(t.TempDir(), "prices.yaml")
+	writeAtomically(t, path, table("v1", 1, false)) // USD per million tokens
+	opts := options{PricingTable: path, Storage: &storageOptions{Directory: t.TempDir(), SnapshotInterval: time.Hour}}
+	c := startCollector(t, opts)
+	const conv = "reload-conv"
+	ev := func(id, model string) *pb.Event {
+		return call{id: id, conv: conv, agent: "E2EAgent", provider: "testco", model: model, respModel: model,
+			prompt: 100_000, latency: 0.5}.event()
+	}
+	// $1 budget; under v1 each call of test-model costs $0.1, under v2 $1.
+	events := []*pb.Event{{EventId: "created", ConversationId: conv, Agent: "E2EAgent",
+		Payload: &pb.Event_Conversation{Conversation: &pb.ConversationEvent{Kind: &pb.ConversationEvent_Created{
+			Created: &pb.ConversationCreated{MaxBudgetUsd: proto.Float64(1)}}}}}}
+	for i := range 6 {
+		events = append(events, ev(fmt.Sprintf("t%d", i), "test-model"))
+	}
+	events = append(events, ev("l1", "late-model"), ev("l2", "late-model"))
+	for i := 0; i < len(events); i += 3 { // a few log entries
+		if resp := c.record(events[i:min(i+3, len(events))]...); int(resp.GetAccepted()) != min(3, len(events)-i) {
+			t.Fatalf("record: %v", resp)
+		}
+	}
+	usage := func(c *collector) *pb.ConversationUsage {
+		t.Helper()
+		resp, err := pb.NewUsageServiceClient(c.conn).GetUsage(context.Background(), &pb.GetUsageRequest{ConversationId: conv})
+		if err != nil {
+			t.Fatalf("GetUsage: %v", err)
+		}
+		return resp.GetUsage()
+	}
+	type totals struct{ computed, unpriced, cross50, cross80, cross100 float64 }
+	scraped := func(c *collector) totals {
+		t.Helper()
+		fams, _ := c.scrape()
+		var tot totals
+		tot.computed, _ = fams.value("agentmeter_llm_cost_usd_total", labels{"cost_source": "computed"})
+		tot.unpriced, _ = fams.value("agentmeter_llm_unpriced_calls_total", nil)
+		tot.cross50, _ = fams.value("agentmeter_budget_threshold_crossings_total", labels{"threshold": "50"})
+		tot.cross80, _ = fams.value("agentmeter_budget_threshold_crossings_total", labels{"threshold": "80"})
+		tot.cross100, _ = fams.value("agentmeter_budget_threshold_crossings_total", labels{"threshold": "100"})
+		return tot
+	}
+	want, wantTotals := usage(c), scraped(c)
+	if !near(want.GetComputedCostUsd(), 0.6) || want.GetUnpricedCalls() != 2 || want.GetBudgetExceeded() ||
+		!near(wantTotals.computed, 0.6) || wantTotals.unpriced != 2 || wantTotals.cross50 != 1 || wantTotals.cross80 != 0 {
+		t.Fatalf("under v1: %v, %+v; want $0.6 computed, 2 unpriced, the 50%% threshold crossed only", want, wantTotals)
+	}
+
+	writeAtomically(t, path, table("v2", 10, true))
+	if err := c.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "price table v2 in service", func() (bool, string) {
+		got, n := c.scrapeValue("agentmeter_pricing_table_info", labels{"version": "v2"})
+		return got == 1 && n == 1, fmt.Sprintf("value %v in %d series", got, n)
+	})
+	if err := c.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-c.exited
+
+	c = startCollector(t, opts)
+	defer c.stop()
+	if got := usage(c); !proto.Equal(got, want) {
+		t.Errorf("after the reload and a kill -9:\n%v\nwant (as acknowledged before it)\n%v", got, want)
+	}
+	if got := scraped(c); got != wantTotals {
+		t.Errorf("/metrics after the reload and a kill -9: %+v, want %+v", got, wantTotals)
+	}
+	// A call after the restart meets v2.
+	c.record(ev("l3", "late-model"))
+	if got := usage(c); got.GetUnpricedCalls() != 2 || !near(got.GetComputedCostUsd(), 0.7) {
+		t.Errorf("a call under v2: %d unpriced, $%v computed; want 2, $0.7", got.GetUnpricedCalls(), got.GetComputedCostUsd())
+	}
 }
