@@ -155,6 +155,15 @@ func BenchmarkConsumeDurable(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
+			// Started, as in the collector: snapshots write the ids.
+			if err := p.Start(context.Background()); err != nil {
+				b.Fatal(err)
+			}
+			defer func() {
+				if err := p.Shutdown(context.Background()); err != nil {
+					b.Error(err)
+				}
+			}()
 			var next atomic.Int64
 			b.ReportAllocs()
 			b.SetParallelism(tc.callers)
