@@ -125,12 +125,12 @@ func Open(cfg Config, log *slog.Logger) (*Store, error) {
 		// lookup that memory cannot answer.
 		CacheSize: 32 << 20,
 		// The id keys are random: every L0 file overlaps the whole base
-		// level, so each L0 compaction rewrites it. Waiting for 16 files
-		// (default 4) makes those rewrites a quarter as many; lookups
+		// level, so each L0 compaction rewrites it. Waiting for 32 files
+		// (default 4) makes those rewrites an eighth as many; lookups
 		// that reach the disk are rare (memory's filters answer most) and
 		// check one more sstable filter per file.
-		L0CompactionThreshold: 16,
-		L0StopWritesThreshold: 64,
+		L0CompactionThreshold: 32,
+		L0StopWritesThreshold: 128,
 	}
 	if cfg.CacheBytes > 0 {
 		opts.CacheSize = cfg.CacheBytes

@@ -229,11 +229,9 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, listen list
 		log.Info("storage opened", "directory", dir, "took", time.Since(t).String())
 	}
 	proc, err := processor.New(processor.Config{
-		DedupeWindow: cfg.Receiver.DedupeWindow,
-		DedupeMaxIDs: cfg.Receiver.DedupeMaxIDs,
-		// With storage, 1/64 of memory.limit_mib for each of the two id
-		// filters: 4 MiB at 256 MiB, ~3.5 million ids a generation.
-		DedupeFilterBytes:   cfg.DedupeFilterBytes(),
+		DedupeWindow:        cfg.Receiver.DedupeWindow,
+		DedupeMaxIDs:        cfg.Receiver.DedupeMaxIDs,
+		DedupeFilterBytes:   cfg.DedupeFilterBytes(), // with storage
 		IdleExpiry:          cfg.Conversations.IdleExpiry,
 		MaxTracked:          cfg.Conversations.MaxTracked,
 		ClosedRetention:     cfg.Conversations.ClosedRetention,
