@@ -462,6 +462,9 @@ func (p *Processor) reserve(events []*pb.Event, now int64, results []Result) (*d
 
 // classify is one pass of reserve. p.dmu is held.
 func (p *Processor) classify(b *durableBatch, events []*pb.Event, now int64, results []Result) (<-chan struct{}, error) {
+	if cap(b.newIdx) < len(events) {
+		b.newIdx, b.hashes = make([]int, 0, len(events)), make([]uint64, 0, len(events))
+	}
 	b.newIdx, b.hashes = b.newIdx[:0], b.hashes[:0]
 	d := p.dd
 	if d == nil { // no de-duplication

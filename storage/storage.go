@@ -328,7 +328,18 @@ func (s *Store) WriteSnapshot(snap Snapshot) error {
 	if err := s.checkSpace(); err != nil {
 		return err
 	}
-	b := s.db.NewBatch()
+	// Sized for what it holds: the ids are most of it (a key and its
+	// framing, ~20 bytes each).
+	n, size := make(map[int64]int), 0
+	for _, g := range snap.IDs {
+		n[g.Gen] += len(g.Hashes)
+		size += 20 * len(g.Hashes)
+	}
+	size += len(snap.Aggregate) + 64
+	for id, rec := range snap.Conversations {
+		size += len(id) + len(rec) + 8
+	}
+	b := s.db.NewBatchWithSize(size)
 	defer b.Close()
 	for id, rec := range snap.Conversations {
 		k := append([]byte{kindConv}, id...)
@@ -340,8 +351,11 @@ func (s *Store) WriteSnapshot(snap Snapshot) error {
 	}
 	// In key order (generation, then hash), so that the memtable inserts
 	// walk the skiplist forward.
-	byGen := make(map[int64][]uint64)
+	byGen := make(map[int64][]uint64, len(n))
 	for _, g := range snap.IDs {
+		if byGen[g.Gen] == nil {
+			byGen[g.Gen] = make([]uint64, 0, n[g.Gen])
+		}
 		byGen[g.Gen] = append(byGen[g.Gen], g.Hashes...)
 	}
 	var k [17]byte
