@@ -592,3 +592,28 @@ func dropDuplicates(sm metricdata.ScopeMetrics) metricdata.ScopeMetrics {
 	}
 	return out
 }
+
+// TestDurableIDBacklogRefuses: while snapshots cannot write the ids (the
+// backlog at its bound), new batches are refused as storage-full and apply
+// nothing; once a snapshot succeeds they are accepted again.
+func TestDurableIDBacklogRefuses(t *testing.T) {
+	d := newDurable(t, Config{DedupeWindow: time.Hour})
+	d.p.dmu.Lock()
+	d.p.dd.unflushedN = idBacklogMax // as if snapshots had failed that long
+	d.p.dmu.Unlock()
+	evs := workload("backlog", 10)
+	if _, err := d.consume(evs...); !errors.Is(err, ErrStorageFull) {
+		t.Fatalf("Consume with the id backlog full: %v, want ErrStorageFull", err)
+	}
+	if _, ok := d.p.Usage("conv-1"); ok {
+		t.Error("a conversation of the refused batch is in the ledger")
+	}
+	d.p.dmu.Lock()
+	d.p.dd.unflushedN = 0 // a snapshot wrote them
+	d.p.dmu.Unlock()
+	for i, r := range d.mustConsume(evs...) {
+		if r.Outcome != Accepted {
+			t.Fatalf("event %d after the backlog cleared: %v, want accepted", i, r.Outcome)
+		}
+	}
+}
