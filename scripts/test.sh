@@ -129,6 +129,7 @@ rc=0
 [ "$rc" -eq 0 ] || die "python client tests failed (pytest exit $rc)"
 
 section "fuzz smoke (${FUZZTIME:-5s} per target)"
+./scripts/fuzz_test.sh
 ./scripts/fuzz.sh "${FUZZTIME:-5s}"
 
 section "all checks passed"
