@@ -102,7 +102,7 @@ func checkUsage(t *testing.T, c *collector, conv string, want clientTotals) {
 
 func TestClientSidecarDownAtStartQueueFull(t *testing.T) {
 	needBinary(t)
-	grpcAddr, httpAddr := freePort(t), freePort(t)
+	grpcAddr, httpAddr := freePair(t)
 	c := newTestClient(t, grpcAddr, client.WithQueueSize(10), client.WithMaxBatch(4))
 	var want clientTotals
 	accepted := 0
@@ -318,7 +318,7 @@ func TestClientTokenOverUnixSocket(t *testing.T) {
 func TestClientReplacesIdleStream(t *testing.T) {
 	needBinary(t)
 	o := options{}.withDefaults()
-	grpcAddr, httpAddr := freePort(t), freePort(t)
+	grpcAddr, httpAddr := freePair(t)
 	cfg := strings.Replace(configYAML(o, grpcAddr, httpAddr), "  grpc:\n", "  grpc:\n    receive_timeout: 1s\n", 1)
 	path := filepath.Join(t.TempDir(), "config.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {

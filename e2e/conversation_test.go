@@ -75,7 +75,7 @@ func startConvCollector(t *testing.T, cc convConfig) (*collector, pb.UsageServic
 	o := options{GracePeriod: 10 * time.Second}.withDefaults()
 	dir := t.TempDir()
 	for attempt := 1; ; attempt++ {
-		grpcAddr, httpAddr := freePort(t), freePort(t)
+		grpcAddr, httpAddr := freePair(t)
 		cfg := convConfigYAML(cc, grpcAddr, httpAddr)
 		path := filepath.Join(dir, fmt.Sprintf("config-%d.yaml", attempt))
 		if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {

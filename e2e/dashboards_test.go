@@ -112,7 +112,7 @@ func TestDashboardsOnScenario(t *testing.T) {
 	if err := os.WriteFile(table, prices, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	grpcAddr, httpAddr := freePort(t), freePort(t)
+	grpcAddr, httpAddr := freePair(t)
 	c := launch(t, options{Env: []string{
 		"AGENTMETER_GRPC_ENDPOINT=" + grpcAddr, "AGENTMETER_HTTP_ENDPOINT=" + httpAddr,
 		"AGENTMETER_OTLP_ENABLED=true", "AGENTMETER_OTLP_ENDPOINT=" + otlpAddr,
@@ -131,7 +131,7 @@ func TestDashboardsOnScenario(t *testing.T) {
 	if err := os.WriteFile(tokenFile, []byte("e2e-dashboards-token\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	overflowGRPC, overflowHTTP := freePort(t), freePort(t)
+	overflowGRPC, overflowHTTP := freePair(t)
 	overflow := launch(t, options{Env: []string{
 		"AGENTMETER_GRPC_ENDPOINT=" + overflowGRPC, "AGENTMETER_HTTP_ENDPOINT=" + overflowHTTP,
 		"AGENTMETER_TOKEN_FILE=" + tokenFile,

@@ -58,12 +58,31 @@ func (b *syncBuffer) String() string {
 // freePort returns a loopback address with a port that was free a moment ago.
 func freePort(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("find a free port: %v", err)
+	return freePorts(t, 1)[0]
+}
+
+// freePorts returns n distinct loopback addresses that nothing listens on
+// right now: all n are held open until each is known, so that the kernel
+// cannot hand out the same port twice (two freePort calls in a row can).
+func freePorts(t *testing.T, n int) []string {
+	t.Helper()
+	addrs := make([]string, n)
+	for i := range addrs {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("find a free port: %v", err)
+		}
+		defer ln.Close()
+		addrs[i] = ln.Addr().String()
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return addrs
+}
+
+// freePair is two distinct free addresses (gRPC and HTTP).
+func freePair(t *testing.T) (string, string) {
+	t.Helper()
+	a := freePorts(t, 2)
+	return a[0], a[1]
 }
 
 // eventually polls cond until it reports true or timeout passes, then fails
@@ -310,7 +329,7 @@ func startCollector(t *testing.T, o options) *collector {
 	o = o.withDefaults()
 	dir := t.TempDir()
 	for attempt := 1; ; attempt++ {
-		grpcAddr, httpAddr := freePort(t), freePort(t)
+		grpcAddr, httpAddr := freePair(t)
 		if o.GRPC != nil && o.GRPC.Socket != "" {
 			grpcAddr = "unix://" + o.GRPC.Socket
 		}

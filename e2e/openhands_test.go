@@ -46,7 +46,7 @@ func startOpenHandsCollectorAt(t *testing.T, grpcAt, httpAt, storageDir string) 
 	for attempt := 1; ; attempt++ {
 		grpcAddr, httpAddr := grpcAt, httpAt
 		if grpcAddr == "" {
-			grpcAddr, httpAddr = freePort(t), freePort(t)
+			grpcAddr, httpAddr = freePair(t)
 		}
 		cfg := strings.Replace(configYAML(o, grpcAddr, httpAddr), "receiver:\n",
 			"receiver:\n  openhands:\n    enabled: true\n    api_keys: [\""+ohKey+"\"]\n    max_body_mib: 1\n", 1)

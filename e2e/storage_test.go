@@ -197,7 +197,8 @@ func TestStorageTornTail(t *testing.T) {
 		}
 	}
 	cfg := filepath.Join(t.TempDir(), "config.yaml")
-	if err := os.WriteFile(cfg, []byte(configYAML(opts.withDefaults(), freePort(t), freePort(t))), 0o600); err != nil {
+	grpcAddr, httpAddr := freePair(t)
+	if err := os.WriteFile(cfg, []byte(configYAML(opts.withDefaults(), grpcAddr, httpAddr)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	out, err := exec.Command(collectorBin, "--config", cfg).CombinedOutput()
