@@ -63,20 +63,30 @@ func freePort(t *testing.T) string {
 
 // freePorts returns n distinct loopback addresses that nothing listens on
 // right now: all n are held open until each is known, so that the kernel
-// cannot hand out the same port twice (two freePort calls in a row can).
+// cannot hand out the same port twice (two freePort calls in a row can),
+// and none that this test binary handed out before (a test may take an
+// address for a server it starts later, such as an OTLP endpoint that is
+// down at first).
 func freePorts(t *testing.T, n int) []string {
 	t.Helper()
-	addrs := make([]string, n)
-	for i := range addrs {
+	addrs := make([]string, 0, n)
+	for len(addrs) < n {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatalf("find a free port: %v", err)
 		}
 		defer ln.Close()
-		addrs[i] = ln.Addr().String()
+		addr := ln.Addr().String()
+		if _, taken := handedOut.LoadOrStore(addr, true); taken {
+			continue
+		}
+		addrs = append(addrs, addr)
 	}
 	return addrs
 }
+
+// handedOut holds every address freePorts returned in this test binary.
+var handedOut sync.Map
 
 // freePair is two distinct free addresses (gRPC and HTTP).
 func freePair(t *testing.T) (string, string) {
