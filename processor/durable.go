@@ -221,13 +221,15 @@ func (d *durableDedupe) slot(gen int64) *memGen {
 func (d *durableDedupe) seen(h uint64, gen int64, store *storage.Store) (bool, error) {
 	// Most ids are new: when both generations' filters rule the id out,
 	// no map or disk needs a look (the filters hold every committed id).
-	var mem [2]*memGen
-	maybe := false
+	var (
+		mem   [2]*memGen
+		maybe [2]bool // the generation may hold h (a memory that does not have it cannot rule it out)
+	)
 	for i, g := range [2]int64{gen, gen - 1} {
 		mem[i] = d.slot(g)
-		maybe = maybe || mem[i] == nil || mem[i].filterHas(h)
+		maybe[i] = mem[i] == nil || mem[i].filterHas(h)
 	}
-	if !maybe {
+	if !maybe[0] && !maybe[1] {
 		return false, nil
 	}
 	for _, m := range mem {
@@ -244,7 +246,7 @@ func (d *durableDedupe) seen(h uint64, gen int64, store *storage.Store) (bool, e
 		return true, nil
 	}
 	for i, g := range [2]int64{gen, gen - 1} {
-		if m := mem[i]; m != nil && (m.complete || !m.filterHas(h)) {
+		if !maybe[i] || (mem[i] != nil && mem[i].complete) {
 			continue
 		}
 		ok, err := store.HasID(g, h)
@@ -373,7 +375,7 @@ func (p *Processor) finish(b *durableBatch, events []*pb.Event, encoded []byte, 
 
 	p.waitTurn(b.seq)
 	defer p.endTurn(b.seq)
-	settled := false
+	settled, unflushed := false, 0
 	settle := func() { // the ids become committed, or are forgotten
 		settled = true
 		p.dmu.Lock()
@@ -383,6 +385,7 @@ func (p *Processor) finish(b *durableBatch, events []*pb.Event, encoded []byte, 
 			} else {
 				p.dd.release(b.hashes)
 			}
+			unflushed = p.dd.unflushedN
 		}
 		close(b.done)
 		p.dmu.Unlock()
@@ -408,7 +411,7 @@ func (p *Processor) finish(b *durableBatch, events []*pb.Event, encoded []byte, 
 		p.appliedSeq = b.seq
 		p.sinceSnapshot += len(b.newIdx)
 		wantSnapshot := p.sinceSnapshot >= p.snapshotEvery || len(p.evicted) >= p.cfg.MaxTracked ||
-			p.unflushedIDs() >= idFlushEvery
+			unflushed >= idFlushEvery
 		p.mu.Unlock()
 		if wantSnapshot {
 			select {
@@ -933,14 +936,4 @@ type durableState struct {
 	snapMu       sync.Mutex // one snapshot at a time
 	snapshotNow  chan struct{}
 	snapshotDone chan struct{}
-}
-
-// unflushedIDs is the number of committed ids the next snapshot stores.
-func (p *Processor) unflushedIDs() int {
-	p.dmu.Lock()
-	defer p.dmu.Unlock()
-	if p.dd == nil {
-		return 0
-	}
-	return p.dd.unflushedN
 }

@@ -617,3 +617,13 @@ func TestDurableIDBacklogRefuses(t *testing.T) {
 		}
 	}
 }
+
+// unflushedIDs is the number of committed ids the next snapshot stores.
+func (p *Processor) unflushedIDs() int {
+	p.dmu.Lock()
+	defer p.dmu.Unlock()
+	if p.dd == nil {
+		return 0
+	}
+	return p.dd.unflushedN
+}

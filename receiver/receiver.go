@@ -371,12 +371,10 @@ func (r *Receiver) start(ctx context.Context, req *pb.RecordRequest, decodeIssue
 // done is closed when answer no longer blocks.
 func (a *applying) done() <-chan struct{} {
 	if a.pending == nil {
-		return closedChan
+		return processor.Ended(nil).Done()
 	}
 	return a.pending.Done()
 }
-
-var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
 // answer waits until the request was applied and returns its response, or
 // the status it is refused with. Call it once.
