@@ -504,7 +504,16 @@ func (p *Processor) classify(b *durableBatch, events []*pb.Event, now int64, res
 // write prices the batch's new LLM calls (b.prices) and stores its new
 // events with those prices as one log entry: encoded as it is when they are
 // all of events, else encoded again.
-func (p *Processor) write(b *durableBatch, events []*pb.Event, encoded []byte, now int64) error {
+func (p *Processor) write(b *durableBatch, events []*pb.Event, encoded []byte, now int64) (err error) {
+	// A panic here (the pricer is not ours) fails the batch like a failed
+	// write: nothing applied, its ids released, the next batch's turn
+	// comes.
+	defer func() {
+		if v := recover(); v != nil {
+			p.log.Error("panic writing a batch", "panic", v)
+			err = fmt.Errorf("%w: %v", ErrPanic, v)
+		}
+	}()
 	if p.pricer != nil {
 		b.prices = make([]callPrice, len(b.newIdx))
 		for j, i := range b.newIdx {

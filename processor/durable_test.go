@@ -627,3 +627,58 @@ func (p *Processor) unflushedIDs() int {
 	}
 	return p.dd.unflushedN
 }
+
+// TestDurableBeginPanicEndsTheBatch: a batch whose background write or
+// apply panics ends with ErrPanic instead of taking the process down, and
+// the batches after it still get their turn.
+func TestDurableBeginPanicEndsTheBatch(t *testing.T) {
+	d := newDurable(t, Config{DedupeWindow: time.Hour})
+	d.pricer = PricerFunc(func(provider, _ string, _ time.Time, _ pricing.Usage) (float64, float64, bool) {
+		if provider == "explodes" {
+			panic("pricer bug")
+		}
+		return 0, 0, false
+	})
+	d.crash() // reopen with that pricer
+	bad := llm("boom", "panics", func(c *pb.LLMCall) { c.Provider, c.CostUsd = "explodes", nil })
+	res := make([]Result, 1)
+	if err := d.p.Begin(context.Background(), []*pb.Event{bad}, nil, time.Now(), res).Wait(); !errors.Is(err, ErrPanic) {
+		t.Fatalf("Begin of a batch whose pricer panics: %v, want ErrPanic", err)
+	}
+	for i, r := range d.mustConsume(workload("after", 10)...) {
+		if r.Outcome != Accepted {
+			t.Fatalf("event %d after the panicked batch: %v, want accepted", i, r.Outcome)
+		}
+	}
+}
+
+// TestDurableShutdownWaitsForBegun: Shutdown returns only once every batch
+// begun before it was written and applied, and its last snapshot has them.
+func TestDurableShutdownWaitsForBegun(t *testing.T) {
+	d := newDurable(t, Config{DedupeWindow: time.Hour})
+	if err := d.p.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	var pending []*Pending
+	for i := range 8 {
+		evs := []*pb.Event{llm(fmt.Sprintf("sd-%d", i), "shutdown", func(c *pb.LLMCall) { c.CostUsd = usd(0.5) })}
+		pending = append(pending, d.p.Begin(context.Background(), evs, nil, time.Now(), make([]Result, 1)))
+	}
+	if err := d.p.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for i, pd := range pending {
+		select {
+		case <-pd.Done():
+			if err := pd.Wait(); err != nil {
+				t.Errorf("batch %d: %v", i, err)
+			}
+		default:
+			t.Fatalf("batch %d still running after Shutdown returned", i)
+		}
+	}
+	d.crash() // no log replay needed: the last snapshot holds them all
+	if u, ok := d.p.Usage("shutdown"); !ok || u.GetCalls() != 8 {
+		t.Errorf("after the restart: %v, %v; want the 8 calls", u, ok)
+	}
+}

@@ -419,7 +419,7 @@ func (a *applying) answer() (*pb.RecordResponse, error) {
 // nothing of it was applied, and the client should send it again later.
 func storeError(err error) error {
 	if errors.Is(err, processor.ErrPanic) {
-		return status.Error(codes.Internal, "agentmeter failed applying this batch (a bug, logged); it was stored and counts once if resent")
+		return status.Error(codes.Internal, "agentmeter failed on this batch (a bug, logged); resend it: what of it was stored counts once")
 	}
 	if errors.Is(err, processor.ErrStorageFull) {
 		return status.Error(codes.ResourceExhausted,

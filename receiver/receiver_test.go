@@ -481,3 +481,20 @@ type recvResult struct {
 	resp *pb.RecordResponse
 	err  error
 }
+
+// TestStoreErrorStatus: how each processor failure is answered.
+func TestStoreErrorStatus(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		code codes.Code
+	}{
+		{fmt.Errorf("%w: pricer bug", processor.ErrPanic), codes.Internal},
+		{processor.ErrStorageFull, codes.ResourceExhausted},
+		{errors.New("write storage batch: i/o error"), codes.Unavailable},
+	} {
+		st := status.Convert(storeError(tc.err))
+		if st.Code() != tc.code || st.Message() == "" {
+			t.Errorf("storeError(%v) = %v %q, want %v", tc.err, st.Code(), st.Message(), tc.code)
+		}
+	}
+}
