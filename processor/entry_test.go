@@ -48,6 +48,8 @@ func TestLogEntryFormats(t *testing.T) {
 	unpriced := append([]byte(nil), encodeEntry(&bufs, at, raw, nil)...)
 	old := append(binary.BigEndian.AppendUint64(nil, uint64(at)), raw...)
 	oldS2 := append([]byte{entryS2}, s2.Encode(nil, old)...)
+	t.Logf("%d events: %d bytes on the wire, %d in the log entry (%.2f times smaller)",
+		len(req.Events), len(raw), len(unpriced), float64(len(old))/float64(len(unpriced)))
 	if len(unpriced) >= len(old) {
 		t.Errorf("entry %d bytes, uncompressed %d: not compressed", len(unpriced), len(old))
 	}
