@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -680,5 +681,40 @@ func TestDurableShutdownWaitsForBegun(t *testing.T) {
 	d.crash() // no log replay needed: the last snapshot holds them all
 	if u, ok := d.p.Usage("shutdown"); !ok || u.GetCalls() != 8 {
 		t.Errorf("after the restart: %v, %v; want the 8 calls", u, ok)
+	}
+}
+
+// TestIDFilterFPRate: a generation's filter filled to its capacity rules
+// out all but about 1% of the ids it does not hold (each false positive
+// costs a map and perhaps a disk lookup), and never an id it holds.
+func TestIDFilterFPRate(t *testing.T) {
+	const capacity = 200000
+	m := newMemGen(0, capacity)
+	rng := rand.New(rand.NewPCG(1, 2))
+	held := make([]uint64, capacity)
+	for i := range held {
+		held[i] = rng.Uint64()
+		m.filterAdd(held[i], capacity)
+	}
+	for _, h := range held {
+		if !m.filterHas(h) {
+			t.Fatalf("filter lost id %x", h)
+		}
+	}
+	const probes = 200000
+	fp := 0
+	for range probes {
+		if m.filterHas(rng.Uint64()) {
+			fp++
+		}
+	}
+	rate := float64(fp) / probes
+	t.Logf("false positives at capacity: %.2f%% (%d of %d)", 100*rate, fp, probes)
+	if rate > 0.015 {
+		t.Errorf("false positive rate %.2f%%, want <= 1.5%%", 100*rate)
+	}
+	m.filterAdd(rng.Uint64(), capacity) // past capacity: no longer used
+	if !m.filterHas(rng.Uint64()) {
+		t.Error("a saturated filter ruled an id out")
 	}
 }
