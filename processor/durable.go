@@ -220,20 +220,27 @@ func (d *durableDedupe) slot(gen int64) *memGen {
 	return m
 }
 
-// seen reports whether hash h was stored in generation gen or the one before.
+// mayHold sets maybe[i] to whether generation gen or the one before may
+// hold hashes[i]: false when both generations' filters rule it out (the
+// filters hold every committed id), which is so for most new ids. The
+// filters are tested in one pass of their own, so that the cache misses of
+// consecutive ids overlap.
+func (d *durableDedupe) mayHold(hashes []uint64, gen int64, maybe []bool) {
+	m0, m1 := d.slot(gen), d.slot(gen-1)
+	for i, h := range hashes {
+		// Both tested, so that the loads do not wait on a branch.
+		in0 := m0 == nil || m0.filterHas(h)
+		in1 := m1 == nil || m1.filterHas(h)
+		maybe[i] = in0 || in1
+	}
+}
+
+// seen reports whether hash h was stored in generation gen or the one
+// before; mayHold said they may hold it.
 func (d *durableDedupe) seen(h uint64, gen int64, store *storage.Store) (bool, error) {
-	// Most ids are new: when both generations' filters rule the id out,
-	// no map or disk needs a look (the filters hold every committed id).
-	var (
-		mem   [2]*memGen
-		maybe [2]bool // the generation may hold h (a memory that does not have it cannot rule it out)
-	)
+	var mem [2]*memGen
 	for i, g := range [2]int64{gen, gen - 1} {
 		mem[i] = d.slot(g)
-		maybe[i] = mem[i] == nil || mem[i].filterHas(h)
-	}
-	if !maybe[0] && !maybe[1] {
-		return false, nil
 	}
 	for _, m := range mem {
 		if m != nil {
@@ -249,7 +256,8 @@ func (d *durableDedupe) seen(h uint64, gen int64, store *storage.Store) (bool, e
 		return true, nil
 	}
 	for i, g := range [2]int64{gen, gen - 1} {
-		if !maybe[i] || (mem[i] != nil && mem[i].complete) {
+		m := mem[i]
+		if m != nil && (m.complete || !m.filterHas(h)) {
 			continue
 		}
 		ok, err := store.HasID(g, h)
@@ -264,12 +272,16 @@ func (d *durableDedupe) seen(h uint64, gen int64, store *storage.Store) (bool, e
 // the ids the next snapshot stores. hashes is kept.
 func (d *durableDedupe) commit(hashes []uint64, gen int64) {
 	m := d.slot(gen)
+	if m != nil { // a pass of its own, as in mayHold
+		for _, h := range hashes {
+			m.filterAdd(h, d.filterCap)
+		}
+	}
 	for _, h := range hashes {
 		delete(d.pending, h)
 		if m == nil {
 			continue // expired already
 		}
-		m.filterAdd(h, d.filterCap)
 		if len(m.ids) >= d.memMax {
 			m.complete = false // the rest is on disk (or in overflow) only
 			d.overflow[h] = struct{}{}
@@ -327,6 +339,10 @@ type durableBatch struct {
 	gen    int64
 	newIdx []int
 	hashes []uint64
+	// Scratch of classify: every event's id hash, and whether the filters
+	// let it be a duplicate.
+	all   []uint64
+	maybe []bool
 	// prices[j] is the price of events[newIdx[j]] when it is an LLM call;
 	// nil without a pricer (every call unpriced).
 	prices []callPrice
@@ -480,8 +496,15 @@ func (p *Processor) classify(b *durableBatch, events []*pb.Event, now int64, res
 		return nil, nil
 	}
 	b.gen = d.gen(now)
+	if cap(b.all) < len(events) {
+		b.all, b.maybe = make([]uint64, len(events)), make([]bool, len(events))
+	}
+	all, maybe := b.all[:len(events)], b.maybe[:len(events)]
 	for i, ev := range events {
-		h := d.hash(ev.GetEventId())
+		all[i] = d.hash(ev.GetEventId())
+	}
+	d.mayHold(all, b.gen, maybe)
+	for i, h := range all {
 		if other, ok := d.pending[h]; ok {
 			if other == &b.inflight { // twice in this batch
 				results[i] = Result{Outcome: Duplicate}
@@ -489,9 +512,12 @@ func (p *Processor) classify(b *durableBatch, events []*pb.Event, now int64, res
 			}
 			return other.done, nil
 		}
-		dup, err := d.seen(h, b.gen, p.store)
-		if err != nil {
-			return nil, err
+		dup := false
+		if maybe[i] {
+			var err error
+			if dup, err = d.seen(h, b.gen, p.store); err != nil {
+				return nil, err
+			}
 		}
 		if dup {
 			results[i] = Result{Outcome: Duplicate}
