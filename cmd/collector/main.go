@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"runtime/debug"
 	"syscall"
 	"time"
@@ -109,6 +110,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	logger := newLogger(cfg.Log, stderr)
 	setMemoryLimit(cfg.Memory, os.LookupEnv, logger)
+	setProcs(cfg.Storage, os.LookupEnv, logger)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	if err := serve(ctx, cfg, logger, auth.Listen); err != nil {
@@ -158,6 +160,29 @@ func setMemoryLimit(cfg config.Memory, lookupEnv func(string) (string, bool), lo
 	debug.SetMemoryLimit(cfg.RuntimeLimitBytes())
 	log.Info("memory limit", "limit_mib", cfg.LimitMiB, "runtime_limit_bytes", cfg.RuntimeLimitBytes(),
 		"runtime_limit_from", "memory.limit_mib")
+}
+
+// setProcs gives the Go runtime one P more than its default (the CPUs, or
+// the container's CPU limit) when batches are fsynced, unless GOMAXPROCS is
+// set in the environment. Pebble's WAL sync blocks its thread in the
+// kernel for about half a millisecond per group commit, and the runtime
+// hands that thread's P to other goroutines only once its monitor notices
+// (20 µs to 10 ms later): with as many Ps as CPUs, a CPU's worth of
+// goroutines waits on a thread that sleeps. The extra P runs them
+// meanwhile; the syncing thread uses no CPU. scripts/loadbench.sh measures
+// it (README, "Throughput").
+func setProcs(cfg config.Storage, lookupEnv func(string) (string, bool), log *slog.Logger) {
+	if v, ok := lookupEnv("GOMAXPROCS"); ok && v != "" {
+		log.Info("processors", "gomaxprocs", runtime.GOMAXPROCS(0), "gomaxprocs_from", "GOMAXPROCS")
+		return
+	}
+	if cfg.Directory == "" || !cfg.Sync {
+		log.Info("processors", "gomaxprocs", runtime.GOMAXPROCS(0), "gomaxprocs_from", "runtime default")
+		return
+	}
+	n := runtime.GOMAXPROCS(0) + 1
+	runtime.GOMAXPROCS(n)
+	log.Info("processors", "gomaxprocs", n, "gomaxprocs_from", "runtime default + 1 for the storage's fsync")
 }
 
 // component is the lifecycle every part of the pipeline follows: Start

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/debug"
 	"strings"
 	"testing"
@@ -84,5 +85,32 @@ func TestSetMemoryLimit(t *testing.T) {
 	setMemoryLimit(config.Memory{LimitMiB: 77}, func(k string) (string, bool) { return "55MiB", k == "GOMEMLIMIT" }, log)
 	if got := debug.SetMemoryLimit(-1); got != 55<<20 {
 		t.Errorf("runtime memory limit with GOMEMLIMIT set = %d, want %d", got, 55<<20)
+	}
+}
+
+func TestSetProcs(t *testing.T) {
+	def := runtime.GOMAXPROCS(0)
+	t.Cleanup(func() { runtime.GOMAXPROCS(def) })
+	log := slog.New(slog.DiscardHandler)
+	noEnv := func(string) (string, bool) { return "", false }
+	for _, tc := range []struct {
+		name    string
+		storage config.Storage
+		env     func(string) (string, bool)
+		want    int
+	}{
+		{"memory only", config.Storage{Sync: true}, noEnv, def},
+		{"storage without sync", config.Storage{Directory: "state"}, noEnv, def},
+		{"storage with sync", config.Storage{Directory: "state", Sync: true}, noEnv, def + 1},
+		{"GOMAXPROCS set", config.Storage{Directory: "state", Sync: true},
+			func(k string) (string, bool) { return "1", k == "GOMAXPROCS" }, def},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			runtime.GOMAXPROCS(def)
+			setProcs(tc.storage, tc.env, log)
+			if got := runtime.GOMAXPROCS(0); got != tc.want {
+				t.Errorf("GOMAXPROCS = %d, want %d", got, tc.want)
+			}
+		})
 	}
 }
