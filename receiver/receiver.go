@@ -161,12 +161,16 @@ func recordHandler(srv any, ctx context.Context, dec func(any) error, intercepto
 }
 
 // A stream's requests are pipelined: up to streamPipeline of them (and at
-// most streamPipelineBytes of the in-flight budget) are started, in order,
-// before the first is answered, so that their durable writes share an
-// fsync. Answers go back in request order.
+// most streamPipelineBytes of the in-flight budget, or a quarter of it when
+// that is less) are received and decoded ahead, and started in order, before
+// the first is answered, so that their durable writes share fsyncs. Answers
+// go back in request order. Receiving runs ahead of starting, so that a
+// stream's decoding overlaps its applying. The bound counts every request
+// of the stream between its receipt and its answer: a deeper pipeline takes
+// no more of the budget than one stream's share.
 const (
-	streamPipeline      = 8
-	streamPipelineBytes = 1 << 20
+	streamPipeline      = 32
+	streamPipelineBytes = 4 << 20
 )
 
 // streamCall is a request of a stream between its start and its answer.
@@ -175,48 +179,86 @@ type streamCall struct {
 	a *applying
 }
 
+// streamHeld is what a stream's requests between receipt and answer hold:
+// the receiving goroutine waits for room before it reads the next one.
+type streamHeld struct {
+	mu    sync.Mutex
+	n     int
+	bytes int64
+	freed chan struct{} // a token when room was made
+}
+
+func (h *streamHeld) add(q *request) {
+	h.mu.Lock()
+	h.n++
+	h.bytes += q.charged
+	h.mu.Unlock()
+}
+
+func (h *streamHeld) remove(q *request) {
+	h.mu.Lock()
+	h.n--
+	h.bytes -= q.charged
+	h.mu.Unlock()
+	select {
+	case h.freed <- struct{}{}:
+	default:
+	}
+}
+
+func (h *streamHeld) full(maxBytes int64) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.n >= streamPipeline || h.bytes >= maxBytes
+}
+
 // recordStream serves IngestService.RecordStream: one response per
 // request, in order. When the server drains, the stream ends after the
 // batches already started were answered, or at once when it is idle, with
 // Unavailable: every batch answered was applied, and no other was.
 func (r *Receiver) recordStream(stream grpc.ServerStream) error {
 	ctx := stream.Context()
-	// Recv runs in its own goroutine so that an idle stream does not hold
-	// up shutdown; it ends when the stream's context does, and gives back
-	// the budget of a request it could not hand over.
-	next := make(chan *request)
+	maxBytes := min(streamPipelineBytes, r.cfg.MaxInflightBytes/4)
+	held := &streamHeld{freed: make(chan struct{}, 1)}
+	// Recv runs in its own goroutine, ahead of the requests' start while
+	// the pipeline has room, so that an idle stream does not hold up
+	// shutdown; it ends when the stream's context does. What it received
+	// and was not started when the stream ended gives its budget back.
+	next := make(chan *request, streamPipeline)
 	go func() {
+		defer close(next)
 		for {
+			for held.full(maxBytes) {
+				select {
+				case <-held.freed:
+				case <-ctx.Done():
+					return
+				}
+			}
 			q := &request{r: r}
 			if err := stream.RecvMsg(q); err != nil {
 				q.release()
 				q = &request{recvErr: err}
 			}
-			select {
-			case next <- q:
-			case <-ctx.Done():
-				q.release()
-				return
-			}
+			held.add(q)
+			next <- q // room: held counts it
 			if q.recvErr != nil {
 				return
 			}
 		}
 	}()
-	var (
-		queue  []streamCall // started, not answered, in request order
-		queued int64        // the in-flight budget the queue holds
-	)
+	var queue []streamCall // started, not answered, in request order
 	// Started requests left unanswered when the stream ends are still
-	// applied: give their budget back when they are.
+	// applied: give their budget back when they are; those received and
+	// not started, at once.
 	defer func() {
-		if len(queue) == 0 {
-			return
-		}
 		go func(left []streamCall) {
 			for _, c := range left {
 				_, _ = c.a.answer()
 				c.q.release()
+			}
+			for q := range next {
+				q.release()
 			}
 		}(queue)
 	}()
@@ -225,7 +267,7 @@ func (r *Receiver) recordStream(stream grpc.ServerStream) error {
 		queue[0] = streamCall{}
 		queue = queue[1:]
 		resp, err := c.a.answer()
-		queued -= c.q.charged
+		held.remove(c.q) // before release, which zeroes its charge
 		c.q.release()
 		if err != nil {
 			if status.Code(err) == codes.ResourceExhausted {
@@ -257,12 +299,11 @@ func (r *Receiver) recordStream(stream grpc.ServerStream) error {
 			default:
 			}
 		}
-		var recv <-chan *request
-		if len(queue) < streamPipeline && queued < streamPipelineBytes {
-			recv = next
-		}
 		select {
-		case q := <-recv:
+		case q, ok := <-next:
+			if !ok { // the stream's context ended
+				return status.FromContextError(ctx.Err()).Err()
+			}
 			if errors.Is(q.recvErr, io.EOF) {
 				return answerAll()
 			}
@@ -270,7 +311,6 @@ func (r *Receiver) recordStream(stream grpc.ServerStream) error {
 				return q.recvErr
 			}
 			queue = append(queue, streamCall{q: q, a: r.startRequest(ctx, q)})
-			queued += q.charged
 		case <-head:
 		case <-r.draining:
 			if err := answerAll(); err != nil {

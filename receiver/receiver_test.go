@@ -498,3 +498,134 @@ func TestStoreErrorStatus(t *testing.T) {
 		}
 	}
 }
+
+// batchOf is a request of n LLM calls whose ids start with prefix, and
+// what it is charged to the in-flight budget.
+func batchOf(prefix string, n int, keepEncoded bool) (*pb.RecordRequest, int64) {
+	req := &pb.RecordRequest{}
+	for j := range n {
+		req.Events = append(req.Events, call(fmt.Sprintf("%s-%d", prefix, j)))
+	}
+	cost := inflightCost(proto.Size(req), n)
+	if keepEncoded {
+		cost += int64(proto.Size(req))
+	}
+	return req, cost
+}
+
+// waitInflight polls until the receiver's in-flight bytes are want.
+func waitInflight(t *testing.T, f *fixture, want int64, what string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for f.recv.inflight.Load() != want {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: in-flight bytes %d, want %d", what, f.recv.inflight.Load(), want)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestRecordStreamPipelineBytes: a stream holds at most a quarter of the
+// in-flight budget between receipt and answer (received ahead or started),
+// and receives the next request as soon as an answer makes room.
+func TestRecordStreamPipelineBytes(t *testing.T) {
+	_, cost := batchOf("x0", 10, true)
+	// A quarter of the budget: room for three requests.
+	f := newFixture(t, Config{KeepEncoded: true, MaxInflightBytes: 4 * 3 * cost})
+	cons := &deferred{started: make(chan int, 16)}
+	f.recv.consumer = cons
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	stream, err := f.client.RecordStream(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const batches = 6
+	for i := range batches {
+		req, c := batchOf(fmt.Sprintf("x%d", i), 10, true)
+		if c != cost {
+			t.Fatalf("request %d costs %d, request 0 %d: the test needs equal ones", i, c, cost)
+		}
+		if err := stream.Send(req); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 3 {
+		select {
+		case <-cons.started:
+		case <-ctx.Done():
+			t.Fatalf("only %d batches begun, want 3", i)
+		}
+	}
+	select {
+	case <-cons.started:
+		t.Fatal("a fourth batch begun while three filled the stream's share of the budget")
+	case <-time.After(200 * time.Millisecond):
+	}
+	if n := f.recv.inflight.Load(); n != 3*cost {
+		t.Errorf("in-flight bytes %d with the stream's share full, want %d (nothing received ahead of it)", n, 3*cost)
+	}
+	for i := range batches {
+		if i >= 3 { // room made by the answer before: the next one comes
+			select {
+			case <-cons.started:
+			case <-ctx.Done():
+				t.Fatalf("batch %d not begun after %d answers made room", i, i-2)
+			}
+		}
+		cons.mu.Lock()
+		close(cons.ends[i])
+		cons.mu.Unlock()
+		resp, err := stream.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.Accepted != 10 {
+			t.Fatalf("response %d accepted %d, want 10", i, resp.Accepted)
+		}
+	}
+	waitInflight(t, f, 0, "after every answer")
+}
+
+// stalled is a Consumer whose first Begin blocks until the stream ends and
+// then fails; the others are applied at once.
+type stalled struct{ first sync.Once }
+
+func (g *stalled) Consume(context.Context, []*pb.Event, time.Time, []processor.Result) error {
+	return nil
+}
+func (g *stalled) Refused(*pb.Event) {}
+func (g *stalled) Begin(ctx context.Context, _ []*pb.Event, _ []byte, _ time.Time, results []processor.Result) *processor.Pending {
+	var err error
+	g.first.Do(func() {
+		<-ctx.Done()
+		err = status.Error(codes.Unavailable, "stalled")
+	})
+	clear(results)
+	return processor.Ended(err)
+}
+
+// TestRecordStreamReadAheadReleased: requests received ahead of their start
+// give their budget back when the stream ends before they start.
+func TestRecordStreamReadAheadReleased(t *testing.T) {
+	f := newFixture(t, Config{KeepEncoded: true})
+	f.recv.consumer = &stalled{}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stream, err := f.client.RecordStream(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var total int64
+	for i := range 5 {
+		req, cost := batchOf(fmt.Sprintf("r%d", i), 10, true)
+		total += cost
+		if err := stream.Send(req); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// One is being started (stalled), four were received ahead of it.
+	waitInflight(t, f, total, "with the first batch's start stalled")
+	cancel() // the first fails: the stream ends with four never started
+	waitInflight(t, f, 0, "after the stream ended")
+}

@@ -13,7 +13,7 @@
 #   LOADBENCH_BATCHES       batch sizes (default "1 100 1000")
 #   LOADBENCH_SUBJECT       collector (default), or nullsink to check the
 #                           harness against itself (ratio ~1 within noise)
-#   LOADBENCH_LOADGEN_ARGS  extra loadgen flags, e.g. "--window 16"
+#   LOADBENCH_LOADGEN_ARGS  extra loadgen flags, e.g. "--window 8"
 #   LOADBENCH_READY_SECONDS readiness deadline per server start (default 20)
 #   LOADBENCH_STORAGE       1 (default): also load the collector with
 #                           storage.directory set (durable mode, fsync per
@@ -63,7 +63,7 @@ echo
 echo "- $(go version)"
 echo "- nproc: $(nproc), cpu: $(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo)"
 echo "- commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- 2>/dev/null || echo ' (tree has uncommitted changes)')"
-echo "- load: loadgen --mode stream --streams 1 --duration $duration ${extra_args[*]}"
+echo "- load: loadgen --mode stream --streams 1 --window 32 --duration $duration ${extra_args[*]}"
 echo
 
 mkdir -p bin
@@ -193,7 +193,7 @@ json_field() {
 # load BATCH OUT: runs loadgen against server_port; the JSON result goes to OUT.
 load() {
 	local batch=$1 out=$2
-	if ! bin/loadgen --target "127.0.0.1:$server_port" --mode stream --streams 1 --batch "$batch" \
+	if ! bin/loadgen --target "127.0.0.1:$server_port" --mode stream --streams 1 --window 32 --batch "$batch" \
 		--duration "$duration" --progress 0 --json "${extra_args[@]}" >"$out" 2>"$out.err"; then
 		cat "$out.err" >&2
 		echo "loadbench: loadgen failed (batch $batch, pid $server_pid); log: $(tail -5 "$server_log")" >&2
@@ -273,7 +273,7 @@ printf '%s\n' "${rows[@]}"
 echo
 echo "ratio = $subject_label events/s / nullsink events/s. CPU: server utime+stime over the load / events"
 echo "(tick ${clk_tck} Hz). Peak RSS: VmHWM after the load; idle RSS: VmRSS after ${idle_seconds} s idle, before it."
-echo "One loadgen stream (--window 8 unless overridden) shares the $(nproc) cores with the server."
+echo "One loadgen stream (--window 32 unless overridden, as deep as the receiver pipelines a stream) shares the $(nproc) cores with the server."
 if ((with_storage)); then
 	echo "With storage: storage.directory in a temporary directory, storage.sync true; storage / memory = its"
 	echo "events/s over the memory-mode collector's, in the same run."
