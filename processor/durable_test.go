@@ -364,7 +364,7 @@ func TestDurableDedupeFilter(t *testing.T) {
 			t.Fatalf("new event %d called a duplicate", i)
 		}
 	}
-	d.mustConsume(workload("h", 200)...) // past the filter's capacity: disk only
+	d.mustConsume(workload("h", 300)...) // past filterOverfill × its capacity: disk only
 	check("filter saturated")
 }
 
@@ -411,7 +411,7 @@ func TestDurableIDsThroughSnapshots(t *testing.T) {
 	d.crash()
 	checkAll("crash after a snapshot and more batches")
 	snapshot()
-	send("d", 300) // past the memory filter's capacity (100)
+	send("d", 300) // past filterOverfill × the memory filter's capacity (100)
 	snapshot()
 	send("e", 30)
 	checkAll("filter saturated")
@@ -686,7 +686,8 @@ func TestDurableShutdownWaitsForBegun(t *testing.T) {
 
 // TestIDFilterFPRate: a generation's filter filled to its capacity rules
 // out all but about 1% of the ids it does not hold (each false positive
-// costs a map and perhaps a disk lookup), and never an id it holds.
+// costs a map and perhaps a disk lookup), and never an id it holds; filled
+// to filterOverfill times that, still most of them.
 func TestIDFilterFPRate(t *testing.T) {
 	const capacity = 200000
 	m := newMemGen(0, capacity)
@@ -713,7 +714,33 @@ func TestIDFilterFPRate(t *testing.T) {
 	if rate > 0.015 {
 		t.Errorf("false positive rate %.2f%%, want <= 1.5%%", 100*rate)
 	}
-	m.filterAdd(rng.Uint64(), capacity) // past capacity: no longer used
+	// Filled to filterOverfill times its capacity, it still rules out
+	// most ids it does not hold, and loses none it holds.
+	for range (filterOverfill - 1) * capacity {
+		h := rng.Uint64()
+		held = append(held, h)
+		m.filterAdd(h, capacity)
+	}
+	if !m.usable {
+		t.Fatalf("filter unusable at %d ids, %d times its capacity", m.filterN, filterOverfill)
+	}
+	for _, h := range held {
+		if !m.filterHas(h) {
+			t.Fatalf("overfilled filter lost id %x", h)
+		}
+	}
+	fp = 0
+	for range probes {
+		if m.filterHas(rng.Uint64()) {
+			fp++
+		}
+	}
+	rate = float64(fp) / probes
+	t.Logf("false positives at %d times capacity: %.1f%%", filterOverfill, 100*rate)
+	if rate > 0.4 {
+		t.Errorf("false positive rate at %d times capacity %.1f%%, want <= 40%%", filterOverfill, 100*rate)
+	}
+	m.filterAdd(rng.Uint64(), capacity) // past that: no longer used
 	if !m.filterHas(rng.Uint64()) {
 		t.Error("a saturated filter ruled an id out")
 	}
