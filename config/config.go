@@ -211,7 +211,7 @@ func (c Config) StorageMemoryMiB() int {
 // DedupeFilterBytes is the memory of each of durable mode's two dedupe id
 // filters (bloom filters of a generation's ids, so that most new ids need
 // no disk lookup): 1/64 of memory.limit_mib, at most 8 MiB (4 MiB at 256,
-// ~3.4 million ids a generation at 1.2% false positives).
+// ~3.4 million ids a generation at 1% false positives).
 func (c Config) DedupeFilterBytes() int { return min(c.Memory.LimitMiB<<20/64, 8<<20) }
 
 // DedupeFiltersMiB is the memory of both id filters, rounded up.

@@ -125,7 +125,7 @@ type Config struct {
 	// DedupeFilterBytes (durable mode) is the memory of the bloom filter of
 	// each of the two dedupe generations: an id it does not hold needs no
 	// disk lookup. At least 20 × DedupeMaxIDs/2 ids' worth (1.25 bytes an
-	// id, 1.2% false positives) is used whatever it says.
+	// id, 1% false positives) is used whatever it says.
 	DedupeFilterBytes int
 	// IdleExpiry is how long a conversation with no event stays tracked.
 	IdleExpiry time.Duration
