@@ -392,19 +392,27 @@ func (d *deferred) Begin(_ context.Context, events []*pb.Event, encoded []byte, 
 	return processor.EndsWhen(end)
 }
 
-// TestRecordStreamPipelined: a stream starts up to streamPipeline batches
-// before the first is answered, and answers them in request order even
-// when they end in another.
-func TestRecordStreamPipelined(t *testing.T) {
-	f := newFixture(t, Config{KeepEncoded: true})
-	cons := &deferred{started: make(chan int, 2*streamPipeline)}
+// deferredStream opens a RecordStream, within a 10 s deadline, on a fixture
+// of cfg whose consumer is a deferred one with room for started batches.
+func deferredStream(t *testing.T, cfg Config, started int) (*fixture, *deferred, grpc.BidiStreamingClient[pb.RecordRequest, pb.RecordResponse], context.Context) {
+	t.Helper()
+	f := newFixture(t, cfg)
+	cons := &deferred{started: make(chan int, started)}
 	f.recv.consumer = cons
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
+	t.Cleanup(cancel)
 	stream, err := f.client.RecordStream(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return f, cons, stream, ctx
+}
+
+// TestRecordStreamPipelined: a stream starts up to streamPipeline batches
+// before the first is answered, and answers them in request order even
+// when they end in another.
+func TestRecordStreamPipelined(t *testing.T) {
+	f, cons, stream, ctx := deferredStream(t, Config{KeepEncoded: true}, 2*streamPipeline)
 	const batches = streamPipeline + 3
 	for i := range batches {
 		var events []*pb.Event
@@ -531,15 +539,7 @@ func waitInflight(t *testing.T, f *fixture, want int64, what string) {
 func TestRecordStreamPipelineBytes(t *testing.T) {
 	_, cost := batchOf("x0", 10, true)
 	// A quarter of the budget: room for three requests.
-	f := newFixture(t, Config{KeepEncoded: true, MaxInflightBytes: 4 * 3 * cost})
-	cons := &deferred{started: make(chan int, 16)}
-	f.recv.consumer = cons
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	stream, err := f.client.RecordStream(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	f, cons, stream, ctx := deferredStream(t, Config{KeepEncoded: true, MaxInflightBytes: 4 * 3 * cost}, 16)
 	const batches = 6
 	for i := range batches {
 		req, c := batchOf(fmt.Sprintf("x%d", i), 10, true)
