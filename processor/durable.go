@@ -143,6 +143,11 @@ type durableDedupe struct {
 	// snapshot deletes them.
 	dropBefore int64
 
+	// Scratch of classify, reused batch after batch: every event's id
+	// hash, and the generations that may hold it (mayHold).
+	all []uint64
+	may []uint8
+
 	// Committed ids not on disk yet: by batch, the ids of the batches
 	// since the last snapshot (unflushed), and those the snapshot being
 	// written holds (flushing); the ones that did not fit in gens' maps
@@ -226,24 +231,35 @@ func (d *durableDedupe) slot(gen int64) *memGen {
 	return m
 }
 
-// mayHold sets maybe[i] to whether generation gen or the one before may
-// hold hashes[i]: false when both generations' filters rule it out (the
-// filters hold every committed id), which is so for most new ids. The
-// filters are tested in one pass of their own, so that the cache misses of
-// consecutive ids overlap.
-func (d *durableDedupe) mayHold(hashes []uint64, gen int64, maybe []bool) {
+// Which generations may hold an id, as mayHold finds them: none when both
+// filters rule it out (they hold every committed id), which is so for most
+// new ids.
+const (
+	mayGen     = 1 << iota // generation gen
+	mayPrevGen             // generation gen-1
+)
+
+// mayHold sets may[i] to the generations, gen and the one before, that may
+// hold hashes[i]. The filters are tested in one pass of their own, so that
+// the cache misses of consecutive ids overlap.
+func (d *durableDedupe) mayHold(hashes []uint64, gen int64, may []uint8) {
 	m0, m1 := d.slot(gen), d.slot(gen-1)
 	for i, h := range hashes {
 		// Both tested, so that the loads do not wait on a branch.
-		in0 := m0 == nil || m0.filterHas(h)
-		in1 := m1 == nil || m1.filterHas(h)
-		maybe[i] = in0 || in1
+		var in uint8
+		if m0 == nil || m0.filterHas(h) {
+			in |= mayGen
+		}
+		if m1 == nil || m1.filterHas(h) {
+			in |= mayPrevGen
+		}
+		may[i] = in
 	}
 }
 
 // seen reports whether hash h was stored in generation gen or the one
-// before; mayHold said they may hold it.
-func (d *durableDedupe) seen(h uint64, gen int64, store *storage.Store) (bool, error) {
+// before; may (from mayHold, not 0) says which of them may hold it.
+func (d *durableDedupe) seen(h uint64, gen int64, may uint8, store *storage.Store) (bool, error) {
 	var mem [2]*memGen
 	for i, g := range [2]int64{gen, gen - 1} {
 		mem[i] = d.slot(g)
@@ -262,8 +278,7 @@ func (d *durableDedupe) seen(h uint64, gen int64, store *storage.Store) (bool, e
 		return true, nil
 	}
 	for i, g := range [2]int64{gen, gen - 1} {
-		m := mem[i]
-		if m != nil && (m.complete || !m.filterHas(h)) {
+		if may&(mayGen<<i) == 0 || (mem[i] != nil && mem[i].complete) {
 			continue
 		}
 		ok, err := store.HasID(g, h)
@@ -345,10 +360,6 @@ type durableBatch struct {
 	gen    int64
 	newIdx []int
 	hashes []uint64
-	// Scratch of classify: every event's id hash, and whether the filters
-	// let it be a duplicate.
-	all   []uint64
-	maybe []bool
 	// prices[j] is the price of events[newIdx[j]] when it is an LLM call;
 	// nil without a pricer (every call unpriced).
 	prices []callPrice
@@ -502,14 +513,14 @@ func (p *Processor) classify(b *durableBatch, events []*pb.Event, now int64, res
 		return nil, nil
 	}
 	b.gen = d.gen(now)
-	if cap(b.all) < len(events) {
-		b.all, b.maybe = make([]uint64, len(events)), make([]bool, len(events))
+	if cap(d.all) < len(events) {
+		d.all, d.may = make([]uint64, len(events)), make([]uint8, len(events))
 	}
-	all, maybe := b.all[:len(events)], b.maybe[:len(events)]
+	all, may := d.all[:len(events)], d.may[:len(events)]
 	for i, ev := range events {
 		all[i] = d.hash(ev.GetEventId())
 	}
-	d.mayHold(all, b.gen, maybe)
+	d.mayHold(all, b.gen, may)
 	for i, h := range all {
 		if other, ok := d.pending[h]; ok {
 			if other == &b.inflight { // twice in this batch
@@ -519,9 +530,9 @@ func (p *Processor) classify(b *durableBatch, events []*pb.Event, now int64, res
 			return other.done, nil
 		}
 		dup := false
-		if maybe[i] {
+		if may[i] != 0 {
 			var err error
-			if dup, err = d.seen(h, b.gen, p.store); err != nil {
+			if dup, err = d.seen(h, b.gen, may[i], p.store); err != nil {
 				return nil, err
 			}
 		}
