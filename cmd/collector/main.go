@@ -20,6 +20,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -173,8 +174,12 @@ func setMemoryLimit(cfg config.Memory, lookupEnv func(string) (string, bool), lo
 // it (README, "Throughput").
 func setProcs(cfg config.Storage, lookupEnv func(string) (string, bool), log *slog.Logger) {
 	if v, ok := lookupEnv("GOMAXPROCS"); ok && v != "" {
-		log.Info("processors", "gomaxprocs", runtime.GOMAXPROCS(0), "gomaxprocs_from", "GOMAXPROCS")
-		return
+		// The runtime takes a positive integer and ignores anything else.
+		if n, err := strconv.Atoi(v); err == nil && n > 0 {
+			log.Info("processors", "gomaxprocs", runtime.GOMAXPROCS(0), "gomaxprocs_from", "GOMAXPROCS")
+			return
+		}
+		log.Warn("GOMAXPROCS is not a positive integer: the Go runtime ignored it", "GOMAXPROCS", v)
 	}
 	if cfg.Directory == "" || !cfg.Sync {
 		log.Info("processors", "gomaxprocs", runtime.GOMAXPROCS(0), "gomaxprocs_from", "runtime default")

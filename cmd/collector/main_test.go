@@ -91,7 +91,6 @@ func TestSetMemoryLimit(t *testing.T) {
 func TestSetProcs(t *testing.T) {
 	def := runtime.GOMAXPROCS(0)
 	t.Cleanup(func() { runtime.GOMAXPROCS(def) })
-	log := slog.New(slog.DiscardHandler)
 	noEnv := func(string) (string, bool) { return "", false }
 	for _, tc := range []struct {
 		name    string
@@ -104,12 +103,22 @@ func TestSetProcs(t *testing.T) {
 		{"storage with sync", config.Storage{Directory: "state", Sync: true}, noEnv, def + 1},
 		{"GOMAXPROCS set", config.Storage{Directory: "state", Sync: true},
 			func(k string) (string, bool) { return "1", k == "GOMAXPROCS" }, def},
+		// Values the runtime ignores: the rule applies, with a warning.
+		{"GOMAXPROCS garbage", config.Storage{Directory: "state", Sync: true},
+			func(k string) (string, bool) { return "abc", k == "GOMAXPROCS" }, def + 1},
+		{"GOMAXPROCS zero", config.Storage{Directory: "state", Sync: true},
+			func(k string) (string, bool) { return "0", k == "GOMAXPROCS" }, def + 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			runtime.GOMAXPROCS(def)
-			setProcs(tc.storage, tc.env, log)
+			var out bytes.Buffer
+			setProcs(tc.storage, tc.env, slog.New(slog.NewTextHandler(&out, nil)))
 			if got := runtime.GOMAXPROCS(0); got != tc.want {
 				t.Errorf("GOMAXPROCS = %d, want %d", got, tc.want)
+			}
+			env, _ := tc.env("GOMAXPROCS")
+			if ignored := strings.Contains(out.String(), "the Go runtime ignored it"); ignored != (env == "abc" || env == "0") {
+				t.Errorf("log %q: warning about an ignored GOMAXPROCS %v, want %v", out.String(), ignored, !ignored)
 			}
 		})
 	}
