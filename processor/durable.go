@@ -431,32 +431,39 @@ func (p *Processor) finish(b *durableBatch, events []*pb.Event, encoded []byte, 
 			settle()
 		}
 	}()
-	if err == nil {
-		var unpriced callPrice
-		p.mu.Lock()
-		for j, i := range b.newIdx {
-			pr := &unpriced
-			if b.prices != nil {
-				pr = &b.prices[j]
-			}
-			results[i] = p.apply(events[i], nowNano, pr)
-		}
-		// With the apply, under mu: a snapshot that has this batch has
-		// its ids among those it stores.
-		settle()
-		p.appliedSeq = b.seq
-		p.sinceSnapshot += len(b.newIdx)
-		wantSnapshot := p.sinceSnapshot >= p.snapshotEvery || len(p.evicted) >= p.cfg.MaxTracked ||
-			unflushed >= idFlushEvery
-		p.mu.Unlock()
-		if wantSnapshot {
-			select {
-			case p.snapshotNow <- struct{}{}:
-			default:
-			}
+	if err == nil && p.applyStored(b, events, nowNano, results, settle, &unflushed) {
+		select {
+		case p.snapshotNow <- struct{}{}:
+		default:
 		}
 	}
 	return err
+}
+
+// applyStored applies a stored batch and settles its ids (settle sets
+// *unflushed), under mu, and reports whether a snapshot is due. A panic in
+// the apply (a bug) releases mu on its way out: the batch is in the log, and
+// finish settles its ids as committed, so a resend is a duplicate and the
+// batches after it go on.
+func (p *Processor) applyStored(b *durableBatch, events []*pb.Event, nowNano int64, results []Result,
+	settle func(), unflushed *int) bool {
+	var unpriced callPrice
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for j, i := range b.newIdx {
+		pr := &unpriced
+		if b.prices != nil {
+			pr = &b.prices[j]
+		}
+		results[i] = p.apply(events[i], nowNano, pr)
+	}
+	// With the apply, under mu: a snapshot that has this batch has its ids
+	// among those it stores.
+	settle()
+	p.appliedSeq = b.seq
+	p.sinceSnapshot += len(b.newIdx)
+	return p.sinceSnapshot >= p.snapshotEvery || len(p.evicted) >= p.cfg.MaxTracked ||
+		*unflushed >= idFlushEvery
 }
 
 // reserve classifies the events' ids (duplicates get their result now) and

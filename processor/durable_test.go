@@ -653,6 +653,49 @@ func TestDurableBeginPanicEndsTheBatch(t *testing.T) {
 	}
 }
 
+// TestDurableApplyPanicReleasesLock: a stored batch whose apply panics
+// (here a results slice too short for it, a caller's bug) ends with
+// ErrPanic and leaves the processor usable: the lock is released, the
+// batches after it are applied, collection goes on, and its ids count as
+// stored (it is in the log), so a resend is a duplicate.
+func TestDurableApplyPanicReleasesLock(t *testing.T) {
+	d := newDurable(t, Config{DedupeWindow: time.Hour})
+	bad := []*pb.Event{llm("p-0", "panics", nil), llm("p-1", "panics", nil)}
+	if err := d.p.Begin(context.Background(), bad, nil, time.Now(), make([]Result, 1)).Wait(); !errors.Is(err, ErrPanic) {
+		t.Fatalf("Begin of a batch whose apply panics: %v, want ErrPanic", err)
+	}
+	type outcome struct {
+		res []Result
+		err error
+	}
+	done := make(chan outcome, 1)
+	go func() {
+		res, err := d.consume(workload("after-panic", 10)...)
+		if err == nil {
+			_, err = d.p.Produce(context.Background())
+		}
+		done <- outcome{res, err}
+	}()
+	select {
+	case o := <-done:
+		if o.err != nil {
+			t.Fatalf("after the panicked batch: %v", o.err)
+		}
+		for i, r := range o.res {
+			if r.Outcome != Accepted {
+				t.Errorf("event %d after the panicked batch: %v, want accepted", i, r.Outcome)
+			}
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a batch after the panicked one did not end within 10s: the lock is still held")
+	}
+	for i, r := range d.mustConsume(bad...) {
+		if r.Outcome != Duplicate {
+			t.Errorf("event %d of the panicked batch resent: %v, want a duplicate (it is stored)", i, r.Outcome)
+		}
+	}
+}
+
 // TestDurableShutdownWaitsForBegun: Shutdown returns only once every batch
 // begun before it was written and applied, and its last snapshot has them.
 func TestDurableShutdownWaitsForBegun(t *testing.T) {
