@@ -499,10 +499,15 @@ def test_resource_exhausted_waits_as_long_as_the_sidecar_asks(make_sidecar: Call
         release.wait(60)
         yield from ()
 
-    # A RecordStream that sends nothing holds the only RPC slot.
-    stream = ingest.RecordStream(silent())
+    # A RecordStream that sends nothing holds the only RPC slot. It is refused
+    # itself while the setup client's stream, closed but not yet ended on the
+    # sidecar's side, still holds it: then another one takes the slot.
+    streams = [ingest.RecordStream(silent())]
 
     def refused() -> grpc.RpcError | None:
+        if streams[-1].done():
+            streams.append(ingest.RecordStream(silent()))
+            return None
         try:
             ingest.Record(ingest_pb2.RecordRequest(), timeout=5)
         except grpc.RpcError as err:
@@ -524,7 +529,8 @@ def test_resource_exhausted_waits_as_long_as_the_sidecar_asks(make_sidecar: Call
         retried, elapsed = client.stats.retried, time.monotonic() - start
         assert retried <= elapsed / hint + 1, f"{retried} resends in {elapsed:.2f}s with a {hint}s retry delay"
         release.set()
-        stream.cancel()
+        for held in streams:
+            held.cancel()
         assert client.flush(20)
         st = client.stats
     finally:
