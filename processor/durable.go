@@ -411,8 +411,10 @@ func (p *Processor) finish(b *durableBatch, events []*pb.Event, encoded []byte, 
 
 	p.waitTurn(b.seq)
 	defer p.endTurn(b.seq)
-	settled, unflushed := false, 0
-	settle := func() { // the ids become committed, or are forgotten
+	settled := false
+	// settle commits the batch's ids, or forgets them when it failed, and
+	// returns how many committed ids wait for a snapshot.
+	settle := func() (unflushed int) {
 		settled = true
 		p.dmu.Lock()
 		if p.dd != nil {
@@ -425,13 +427,14 @@ func (p *Processor) finish(b *durableBatch, events []*pb.Event, encoded []byte, 
 		}
 		close(b.done)
 		p.dmu.Unlock()
+		return unflushed
 	}
 	defer func() { // even if apply panics: nothing may wait on this batch forever
 		if !settled {
 			settle()
 		}
 	}()
-	if err == nil && p.applyStored(b, events, nowNano, results, settle, &unflushed) {
+	if err == nil && p.applyStored(b, events, nowNano, results, settle) {
 		select {
 		case p.snapshotNow <- struct{}{}:
 		default:
@@ -440,13 +443,13 @@ func (p *Processor) finish(b *durableBatch, events []*pb.Event, encoded []byte, 
 	return err
 }
 
-// applyStored applies a stored batch and settles its ids (settle sets
-// *unflushed), under mu, and reports whether a snapshot is due. A panic in
+// applyStored applies a stored batch and settles its ids, under mu, and
+// reports whether a snapshot is due. A panic in
 // the apply (a bug) releases mu on its way out: the batch is in the log, and
 // finish settles its ids as committed, so a resend is a duplicate and the
 // batches after it go on.
 func (p *Processor) applyStored(b *durableBatch, events []*pb.Event, nowNano int64, results []Result,
-	settle func(), unflushed *int) bool {
+	settle func() int) bool {
 	var unpriced callPrice
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -459,11 +462,11 @@ func (p *Processor) applyStored(b *durableBatch, events []*pb.Event, nowNano int
 	}
 	// With the apply, under mu: a snapshot that has this batch has its ids
 	// among those it stores.
-	settle()
+	unflushed := settle()
 	p.appliedSeq = b.seq
 	p.sinceSnapshot += len(b.newIdx)
 	return p.sinceSnapshot >= p.snapshotEvery || len(p.evicted) >= p.cfg.MaxTracked ||
-		*unflushed >= idFlushEvery
+		unflushed >= idFlushEvery
 }
 
 // reserve classifies the events' ids (duplicates get their result now) and
