@@ -30,6 +30,10 @@ with_storage=${LOADBENCH_STORAGE:-1}
 [[ $subject == collector ]] || with_storage=0
 read -r -a extra_args <<<"${LOADBENCH_LOADGEN_ARGS:-}"
 idle_seconds=2
+# window: batches one loadgen stream keeps in flight, as deep as the
+# receiver pipelines a stream (streamPipeline in receiver/receiver.go);
+# LOADBENCH_LOADGEN_ARGS="--window N" overrides it (the last flag wins).
+window=32
 other_max=5 # % of the machine used by other processes above which a row is flagged
 
 case "$subject" in
@@ -63,7 +67,7 @@ echo
 echo "- $(go version)"
 echo "- nproc: $(nproc), cpu: $(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo)"
 echo "- commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- 2>/dev/null || echo ' (tree has uncommitted changes)')"
-echo "- load: loadgen --mode stream --streams 1 --window 32 --duration $duration ${extra_args[*]}"
+echo "- load: loadgen --mode stream --streams 1 --window $window --duration $duration ${extra_args[*]}"
 echo
 
 mkdir -p bin
@@ -193,7 +197,7 @@ json_field() {
 # load BATCH OUT: runs loadgen against server_port; the JSON result goes to OUT.
 load() {
 	local batch=$1 out=$2
-	if ! bin/loadgen --target "127.0.0.1:$server_port" --mode stream --streams 1 --window 32 --batch "$batch" \
+	if ! bin/loadgen --target "127.0.0.1:$server_port" --mode stream --streams 1 --window "$window" --batch "$batch" \
 		--duration "$duration" --progress 0 --json "${extra_args[@]}" >"$out" 2>"$out.err"; then
 		cat "$out.err" >&2
 		echo "loadbench: loadgen failed (batch $batch, pid $server_pid); log: $(tail -5 "$server_log")" >&2
@@ -273,7 +277,7 @@ printf '%s\n' "${rows[@]}"
 echo
 echo "ratio = $subject_label events/s / nullsink events/s. CPU: server utime+stime over the load / events"
 echo "(tick ${clk_tck} Hz). Peak RSS: VmHWM after the load; idle RSS: VmRSS after ${idle_seconds} s idle, before it."
-echo "One loadgen stream (--window 32 unless overridden, as deep as the receiver pipelines a stream) shares the $(nproc) cores with the server."
+echo "One loadgen stream (--window $window unless overridden, as deep as the receiver pipelines a stream) shares the $(nproc) cores with the server."
 if ((with_storage)); then
 	echo "With storage: storage.directory in a temporary directory, storage.sync true; storage / memory = its"
 	echo "events/s over the memory-mode collector's, in the same run."
