@@ -19,6 +19,12 @@
 #                           storage.directory set (durable mode, fsync per
 #                           group commit) and report its rate beside memory
 #                           mode's; 0: memory mode only
+#   LOADBENCH_REPEAT        runs per batch size (default 1): each run loads
+#                           every server once, in the same order, and gets a
+#                           row; past 1, a last row per batch size gives the
+#                           median of each column over the runs (the ratios'
+#                           medians are of each run's ratio, taken in the same
+#                           minute) and the highest peak RSS
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,6 +33,7 @@ batches=${LOADBENCH_BATCHES:-"1 100 1000"}
 subject=${LOADBENCH_SUBJECT:-collector}
 ready_seconds=${LOADBENCH_READY_SECONDS:-20}
 with_storage=${LOADBENCH_STORAGE:-1}
+repeat=${LOADBENCH_REPEAT:-1}
 [[ $subject == collector ]] || with_storage=0
 read -r -a extra_args <<<"${LOADBENCH_LOADGEN_ARGS:-}"
 idle_seconds=2
@@ -41,6 +48,10 @@ collector) subject_label=agentmeter ;;
 nullsink) subject_label="nullsink (A/A)" ;;
 *) echo "loadbench: LOADBENCH_SUBJECT must be collector or nullsink, not $subject" >&2; exit 2 ;;
 esac
+if ! [[ $repeat =~ ^[1-9][0-9]{0,2}$ ]]; then
+	echo "loadbench: LOADBENCH_REPEAT must be a whole number of runs from 1 to 999, not '$repeat'" >&2
+	exit 2
+fi
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/loadbench.XXXXXX")
 pids=()
@@ -68,6 +79,7 @@ echo "- $(go version)"
 echo "- nproc: $(nproc), cpu: $(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo)"
 echo "- commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- 2>/dev/null || echo ' (tree has uncommitted changes)')"
 echo "- load: loadgen --mode stream --streams 1 --window $window --duration $duration ${extra_args[*]}"
+echo "- runs per batch size: $repeat"
 echo
 
 mkdir -p bin
@@ -154,13 +166,14 @@ vm_kib() {
 	awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status"
 }
 
-# start NAME BATCH: starts a server, sets server_pid, server_port and server_log.
+# start NAME TAG: starts a server, sets server_pid, server_port and server_log;
+# TAG names its files (and its storage directory).
 start() {
-	local name=$1 batch=$2
+	local name=$1 tag=$2
 	server_port=$(free_port)
-	server_log=$tmp/$name-$batch.log
+	server_log=$tmp/$name-$tag.log
 	if [[ $name == collector || $name == collector-storage ]]; then
-		local http_port cfg=$tmp/$name-$batch.yaml
+		local http_port cfg=$tmp/$name-$tag.yaml
 		http_port=$(free_port)
 		cat >"$cfg" <<EOF
 receiver:
@@ -173,7 +186,7 @@ exporters:
     enabled: false
 EOF
 		if [[ $name == collector-storage ]]; then
-			printf 'storage:\n  directory: %s\n' "$tmp/state-$batch" >>"$cfg"
+			printf 'storage:\n  directory: %s\n' "$tmp/state-$tag" >>"$cfg"
 		fi
 		bin/collector validate --config "$cfg" >/dev/null 2>"$server_log" ||
 			{ cat "$server_log" >&2; die "collector rejects the benchmark config $(basename "$cfg")"; }
@@ -205,65 +218,113 @@ load() {
 	fi
 }
 
+# row LABEL NUMBERS...: a table row of one run's numbers (or their medians):
+# nullsink events/s and CPU µs/event, the subject's events/s, ratio, CPU
+# µs/event, peak and idle RSS (KiB); with storage also its events/s,
+# storage / memory and CPU µs/event.
+row() {
+	local label=$1
+	shift
+	awk -v label="$label" 'BEGIN {
+		printf "| %s | %.0f | %.2f | %.0f | %.2f | %.2f | %.1f | %.1f |", label, ARGV[1], ARGV[2], ARGV[3],
+			ARGV[4], ARGV[5], ARGV[6] / 1024, ARGV[7] / 1024
+		if (ARGC > 8) printf " %.0f | %.2f | %.2f |", ARGV[8], ARGV[9], ARGV[10]
+		printf "\n"
+	}' "$@"
+}
+
+# medians FILE: of the runs' numbers (a line each), each column's median; the
+# highest of the peak RSS column (the 6th).
+medians() {
+	awk '{ for (i = 1; i <= NF; i++) v[i, NR] = $i; nf = NF }
+	END {
+		for (i = 1; i <= nf; i++) {
+			for (r = 1; r <= NR; r++) a[r] = v[i, r]
+			for (x = 2; x <= NR; x++) { # insertion sort: a handful of runs
+				t = a[x]
+				for (y = x - 1; y > 0 && a[y] > t; y--) a[y + 1] = a[y]
+				a[y + 1] = t
+			}
+			if (i == 6) m = a[NR]
+			else if (NR % 2) m = a[(NR + 1) / 2]
+			else m = (a[NR / 2] + a[NR / 2 + 1]) / 2
+			printf "%s%s", (i > 1 ? " " : ""), m
+		}
+		printf "\n"
+	}' "$1"
+}
+
 rows=()
 notes=()
 for batch in $batches; do
-	echo "running batch $batch ..." >&2
+	runs=$tmp/runs-$batch
+	: >"$runs"
+	for ((run = 1; run <= repeat; run++)); do
+		tag=$batch-$run
+		label=$batch
+		if ((repeat > 1)); then
+			label="$batch (run $run)"
+		fi
+		echo "running batch $label ..." >&2
 
-	start nullsink "$batch"
-	base_out=$tmp/base-$batch.json
-	read -r mb0 mt0 < <(machine_ticks)
-	base_ticks0=$(cpu_ticks "$server_pid")
-	load "$batch" "$base_out" || die "load against nullsink failed"
-	base_ticks1=$(cpu_ticks "$server_pid")
-	read -r mb1 mt1 < <(machine_ticks)
-	base_other=$(other_pct "$mb0" "$mt0" "$mb1" "$mt1" $((base_ticks1 - base_ticks0)) "$(json_field "$base_out" client_cpu_seconds)")
-	stop_server "$server_pid"
-
-	start "$subject" "$batch"
-	sleep "$idle_seconds" # deliberately idle: the idle RSS is measured after it
-	idle_kib=$(vm_kib "$server_pid" VmRSS)
-	subj_out=$tmp/subject-$batch.json
-	read -r mb0 mt0 < <(machine_ticks)
-	ticks0=$(cpu_ticks "$server_pid")
-	load "$batch" "$subj_out" || die "load against $subject failed"
-	ticks1=$(cpu_ticks "$server_pid")
-	read -r mb1 mt1 < <(machine_ticks)
-	subj_other=$(other_pct "$mb0" "$mt0" "$mb1" "$mt1" $((ticks1 - ticks0)) "$(json_field "$subj_out" client_cpu_seconds)")
-	hwm_kib=$(vm_kib "$server_pid" VmHWM)
-	stop_server "$server_pid"
-
-	store_cell=""
-	if ((with_storage)); then
-		start collector-storage "$batch"
-		store_out=$tmp/storage-$batch.json
-		store_ticks0=$(cpu_ticks "$server_pid")
-		load "$batch" "$store_out" || die "load against the collector with storage failed"
-		store_ticks1=$(cpu_ticks "$server_pid")
+		start nullsink "$tag"
+		base_out=$tmp/base-$tag.json
+		read -r mb0 mt0 < <(machine_ticks)
+		base_ticks0=$(cpu_ticks "$server_pid")
+		load "$batch" "$base_out" || die "load against nullsink failed"
+		base_ticks1=$(cpu_ticks "$server_pid")
+		read -r mb1 mt1 < <(machine_ticks)
+		base_other=$(other_pct "$mb0" "$mt0" "$mb1" "$mt1" $((base_ticks1 - base_ticks0)) "$(json_field "$base_out" client_cpu_seconds)")
 		stop_server "$server_pid"
-		store_cell=$(awk -v r="$(json_field "$store_out" events_per_sec)" -v m="$(json_field "$subj_out" events_per_sec)" \
-			-v t=$((store_ticks1 - store_ticks0)) -v e="$(json_field "$store_out" events)" -v hz="$clk_tck" \
-			'BEGIN { printf " %.0f | %.2f | %.2f |", r, r / m, t * 1e6 / hz / e }')
-	fi
 
-	base_rate=$(json_field "$base_out" events_per_sec)
-	base_events=$(json_field "$base_out" events)
-	rate=$(json_field "$subj_out" events_per_sec)
-	events=$(json_field "$subj_out" events)
-	rejected=$(json_field "$subj_out" rejected)
-	duplicates=$(json_field "$subj_out" duplicates)
-	if ((base_other > other_max || subj_other > other_max)); then
-		notes+=("batch $batch: other processes used ${base_other}% of the machine during the nullsink load and ${subj_other}% during the $subject_label load: this row is noisy")
+		start "$subject" "$tag"
+		sleep "$idle_seconds" # deliberately idle: the idle RSS is measured after it
+		idle_kib=$(vm_kib "$server_pid" VmRSS)
+		subj_out=$tmp/subject-$tag.json
+		read -r mb0 mt0 < <(machine_ticks)
+		ticks0=$(cpu_ticks "$server_pid")
+		load "$batch" "$subj_out" || die "load against $subject failed"
+		ticks1=$(cpu_ticks "$server_pid")
+		read -r mb1 mt1 < <(machine_ticks)
+		subj_other=$(other_pct "$mb0" "$mt0" "$mb1" "$mt1" $((ticks1 - ticks0)) "$(json_field "$subj_out" client_cpu_seconds)")
+		hwm_kib=$(vm_kib "$server_pid" VmHWM)
+		stop_server "$server_pid"
+
+		rate=$(json_field "$subj_out" events_per_sec)
+		events=$(json_field "$subj_out" events)
+		numbers=$(awk -v br="$(json_field "$base_out" events_per_sec)" -v bt=$((base_ticks1 - base_ticks0)) \
+			-v be="$(json_field "$base_out" events)" -v r="$rate" -v t=$((ticks1 - ticks0)) -v e="$events" \
+			-v hz="$clk_tck" -v hwm="$hwm_kib" -v idle="$idle_kib" \
+			'BEGIN { printf "%f %f %f %f %f %d %d", br, bt * 1e6 / hz / be, r, r / br, t * 1e6 / hz / e, hwm, idle }')
+
+		if ((with_storage)); then
+			start collector-storage "$tag"
+			store_out=$tmp/storage-$tag.json
+			store_ticks0=$(cpu_ticks "$server_pid")
+			load "$batch" "$store_out" || die "load against the collector with storage failed"
+			store_ticks1=$(cpu_ticks "$server_pid")
+			stop_server "$server_pid"
+			numbers+=" $(awk -v r="$(json_field "$store_out" events_per_sec)" -v m="$rate" \
+				-v t=$((store_ticks1 - store_ticks0)) -v e="$(json_field "$store_out" events)" -v hz="$clk_tck" \
+				'BEGIN { printf "%f %f %f", r, r / m, t * 1e6 / hz / e }')"
+		fi
+
+		rejected=$(json_field "$subj_out" rejected)
+		duplicates=$(json_field "$subj_out" duplicates)
+		if ((base_other > other_max || subj_other > other_max)); then
+			notes+=("batch $label: other processes used ${base_other}% of the machine during the nullsink load and ${subj_other}% during the $subject_label load: this row is noisy")
+		fi
+		if [[ ${rejected:-0} != 0 || ${duplicates:-0} != 0 ]]; then
+			notes+=("batch $label: $subject rejected $rejected and called $duplicates duplicates of $events events")
+		fi
+		echo "$numbers" >>"$runs"
+		# shellcheck disable=SC2086 # numbers: one word each
+		rows+=("$(row "$label" $numbers)")
+	done
+	if ((repeat > 1)); then
+		# shellcheck disable=SC2046 # the medians: one word each
+		rows+=("$(row "$batch, median of $repeat" $(medians "$runs"))")
 	fi
-	if [[ ${rejected:-0} != 0 || ${duplicates:-0} != 0 ]]; then
-		notes+=("batch $batch: $subject rejected $rejected and called $duplicates duplicates of $events events")
-	fi
-	rows+=("$(awk -v b="$batch" -v br="$base_rate" -v bt=$((base_ticks1 - base_ticks0)) -v be="$base_events" \
-		-v r="$rate" -v t=$((ticks1 - ticks0)) -v e="$events" -v hz="$clk_tck" -v hwm="$hwm_kib" -v idle="$idle_kib" \
-		'BEGIN {
-			printf "| %d | %.0f | %.2f | %.0f | %.2f | %.2f | %.1f | %.1f |", b, br, bt * 1e6 / hz / be,
-				r, r / br, t * 1e6 / hz / e, hwm / 1024, idle / 1024
-		}')$store_cell")
 done
 
 if ((with_storage)); then
@@ -281,6 +342,9 @@ echo "One loadgen stream (--window $window unless overridden, as deep as the rec
 if ((with_storage)); then
 	echo "With storage: storage.directory in a temporary directory, storage.sync true; storage / memory = its"
 	echo "events/s over the memory-mode collector's, in the same run."
+fi
+if ((repeat > 1)); then
+	echo "Median rows: each column's median over the batch size's $repeat runs (of each run's own ratios), and the highest peak RSS."
 fi
 for n in "${notes[@]}"; do
 	echo "note: $n"

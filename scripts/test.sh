@@ -128,6 +128,9 @@ rc=0
 [ "$rc" -ne 5 ] || die "pytest collected no tests in clients/python"
 [ "$rc" -eq 0 ] || die "python client tests failed (pytest exit $rc)"
 
+section "load benchmark harness (scripts/loadbench_test.sh: 1 s loads of the real binaries)"
+./scripts/loadbench_test.sh
+
 section "fuzz smoke (${FUZZTIME:-5s} per target)"
 ./scripts/fuzz_test.sh
 ./scripts/fuzz.sh "${FUZZTIME:-5s}"
