@@ -218,6 +218,20 @@ load() {
 	fi
 }
 
+# measured_load BATCH OUT: load (the JSON result goes to OUT), and set
+# load_ticks, the server's CPU ticks over it, and load_other, the share of
+# the machine other processes used meanwhile (other_pct).
+measured_load() {
+	local mb0 mt0 mb1 mt1 t0 t1
+	read -r mb0 mt0 < <(machine_ticks)
+	t0=$(cpu_ticks "$server_pid")
+	load "$1" "$2" || return 1
+	t1=$(cpu_ticks "$server_pid")
+	read -r mb1 mt1 < <(machine_ticks)
+	load_ticks=$((t1 - t0))
+	load_other=$(other_pct "$mb0" "$mt0" "$mb1" "$mt1" "$load_ticks" "$(json_field "$2" client_cpu_seconds)")
+}
+
 # row LABEL NUMBERS...: a table row of one run's numbers (or their medians):
 # nullsink events/s and CPU µs/event, the subject's events/s, ratio, CPU
 # µs/event, peak and idle RSS (KiB); with storage also its events/s,
@@ -269,43 +283,33 @@ for batch in $batches; do
 
 		start nullsink "$tag"
 		base_out=$tmp/base-$tag.json
-		read -r mb0 mt0 < <(machine_ticks)
-		base_ticks0=$(cpu_ticks "$server_pid")
-		load "$batch" "$base_out" || die "load against nullsink failed"
-		base_ticks1=$(cpu_ticks "$server_pid")
-		read -r mb1 mt1 < <(machine_ticks)
-		base_other=$(other_pct "$mb0" "$mt0" "$mb1" "$mt1" $((base_ticks1 - base_ticks0)) "$(json_field "$base_out" client_cpu_seconds)")
+		measured_load "$batch" "$base_out" || die "load against nullsink failed"
+		base_ticks=$load_ticks base_other=$load_other
 		stop_server "$server_pid"
 
 		start "$subject" "$tag"
 		sleep "$idle_seconds" # deliberately idle: the idle RSS is measured after it
 		idle_kib=$(vm_kib "$server_pid" VmRSS)
 		subj_out=$tmp/subject-$tag.json
-		read -r mb0 mt0 < <(machine_ticks)
-		ticks0=$(cpu_ticks "$server_pid")
-		load "$batch" "$subj_out" || die "load against $subject failed"
-		ticks1=$(cpu_ticks "$server_pid")
-		read -r mb1 mt1 < <(machine_ticks)
-		subj_other=$(other_pct "$mb0" "$mt0" "$mb1" "$mt1" $((ticks1 - ticks0)) "$(json_field "$subj_out" client_cpu_seconds)")
+		measured_load "$batch" "$subj_out" || die "load against $subject failed"
+		ticks=$load_ticks subj_other=$load_other
 		hwm_kib=$(vm_kib "$server_pid" VmHWM)
 		stop_server "$server_pid"
 
 		rate=$(json_field "$subj_out" events_per_sec)
 		events=$(json_field "$subj_out" events)
-		numbers=$(awk -v br="$(json_field "$base_out" events_per_sec)" -v bt=$((base_ticks1 - base_ticks0)) \
-			-v be="$(json_field "$base_out" events)" -v r="$rate" -v t=$((ticks1 - ticks0)) -v e="$events" \
+		numbers=$(awk -v br="$(json_field "$base_out" events_per_sec)" -v bt="$base_ticks" \
+			-v be="$(json_field "$base_out" events)" -v r="$rate" -v t="$ticks" -v e="$events" \
 			-v hz="$clk_tck" -v hwm="$hwm_kib" -v idle="$idle_kib" \
 			'BEGIN { printf "%f %f %f %f %f %d %d", br, bt * 1e6 / hz / be, r, r / br, t * 1e6 / hz / e, hwm, idle }')
 
 		if ((with_storage)); then
 			start collector-storage "$tag"
 			store_out=$tmp/storage-$tag.json
-			store_ticks0=$(cpu_ticks "$server_pid")
-			load "$batch" "$store_out" || die "load against the collector with storage failed"
-			store_ticks1=$(cpu_ticks "$server_pid")
+			measured_load "$batch" "$store_out" || die "load against the collector with storage failed"
 			stop_server "$server_pid"
 			numbers+=" $(awk -v r="$(json_field "$store_out" events_per_sec)" -v m="$rate" \
-				-v t=$((store_ticks1 - store_ticks0)) -v e="$(json_field "$store_out" events)" -v hz="$clk_tck" \
+				-v t="$load_ticks" -v e="$(json_field "$store_out" events)" -v hz="$clk_tck" \
 				'BEGIN { printf "%f %f %f", r, r / m, t * 1e6 / hz / e }')"
 		fi
 
