@@ -226,6 +226,7 @@ measured_load() {
 	read -r mb0 mt0 < <(machine_ticks)
 	t0=$(cpu_ticks "$server_pid")
 	load "$1" "$2" || return 1
+	kill -0 "$server_pid" 2>/dev/null || { tail -20 "$server_log" >&2; die "server (pid $server_pid) exited during the load"; }
 	t1=$(cpu_ticks "$server_pid")
 	read -r mb1 mt1 < <(machine_ticks)
 	load_ticks=$((t1 - t0))

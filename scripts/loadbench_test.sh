@@ -17,7 +17,14 @@ for bad in 0 -1 x 1.5 1000; do
 	fi
 done
 
-out=$(LOADBENCH_DURATION=1s LOADBENCH_BATCHES=10 LOADBENCH_REPEAT=2 ./scripts/loadbench.sh 2>/dev/null)
+err=$(mktemp)
+trap 'rm -f "$err"' EXIT
+rc=0
+out=$(LOADBENCH_DURATION=1s LOADBENCH_BATCHES=10 LOADBENCH_REPEAT=2 ./scripts/loadbench.sh 2>"$err") || rc=$?
+if [ "$rc" -ne 0 ]; then
+	printf 'loadbench.sh with LOADBENCH_REPEAT=2 exited %d; its output:\n%s\n%s\n' "$rc" "$out" "$(cat "$err")" >&2
+	exit 1
+fi
 mapfile -t rows < <(grep -E '^\| 10[ ,]' <<<"$out")
 if [ "${#rows[@]}" -ne 3 ] || [[ ${rows[0]} != "| 10 (run 1) |"* || ${rows[1]} != "| 10 (run 2) |"* ||
 	${rows[2]} != "| 10, median of 2 |"* ]]; then
