@@ -218,6 +218,11 @@ load() {
 	fi
 }
 
+# alive WHEN: fails, with the end of its log, when the server has exited.
+alive() {
+	kill -0 "$server_pid" 2>/dev/null || { tail -20 "$server_log" >&2; die "server (pid $server_pid) exited $1"; }
+}
+
 # measured_load BATCH OUT: load (the JSON result goes to OUT), and set
 # load_ticks, the server's CPU ticks over it, and load_other, the share of
 # the machine other processes used meanwhile (other_pct).
@@ -226,7 +231,7 @@ measured_load() {
 	read -r mb0 mt0 < <(machine_ticks)
 	t0=$(cpu_ticks "$server_pid")
 	load "$1" "$2" || return 1
-	kill -0 "$server_pid" 2>/dev/null || { tail -20 "$server_log" >&2; die "server (pid $server_pid) exited during the load"; }
+	alive "during the load"
 	t1=$(cpu_ticks "$server_pid")
 	read -r mb1 mt1 < <(machine_ticks)
 	load_ticks=$((t1 - t0))
@@ -290,6 +295,7 @@ for batch in $batches; do
 
 		start "$subject" "$tag"
 		sleep "$idle_seconds" # deliberately idle: the idle RSS is measured after it
+		alive "while idle"
 		idle_kib=$(vm_kib "$server_pid" VmRSS)
 		subj_out=$tmp/subject-$tag.json
 		measured_load "$batch" "$subj_out" || die "load against $subject failed"
