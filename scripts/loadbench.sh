@@ -92,14 +92,15 @@ fi
 
 clk_tck=$(getconf CLK_TCK)
 
-# free_port prints a loopback port that nothing listens on right now. If a
-# process takes it before the server does, the server fails to start and
-# wait_ready says so.
+# free_port [TAKEN]: prints a loopback port that nothing listens on right
+# now, other than TAKEN (a port picked for the same server, not bound yet).
+# If a process takes it before the server does, the server fails to start
+# and wait_ready says so.
 free_port() {
 	local p
 	for _ in $(seq 100); do
 		p=$((20000 + RANDOM % 40000))
-		if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+		if [[ $p != "${1:-}" ]] && ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
 			echo "$p"
 			return
 		fi
@@ -174,7 +175,7 @@ start() {
 	server_log=$tmp/$name-$tag.log
 	if [[ $name == collector || $name == collector-storage ]]; then
 		local http_port cfg=$tmp/$name-$tag.yaml
-		http_port=$(free_port)
+		http_port=$(free_port "$server_port")
 		cat >"$cfg" <<EOF
 receiver:
   grpc:
