@@ -444,10 +444,9 @@ func (p *Processor) finish(b *durableBatch, events []*pb.Event, encoded []byte, 
 }
 
 // applyStored applies a stored batch and settles its ids, under mu, and
-// reports whether a snapshot is due. A panic in
-// the apply (a bug) releases mu on its way out: the batch is in the log, and
-// finish settles its ids as committed, so a resend is a duplicate and the
-// batches after it go on.
+// reports whether a snapshot is due. A panic in the apply (a bug) releases
+// mu on its way out: the batch is in the log, and finish settles its ids as
+// committed, so a resend is a duplicate and the batches after it go on.
 func (p *Processor) applyStored(b *durableBatch, events []*pb.Event, nowNano int64, results []Result,
 	settle func() int) bool {
 	var unpriced callPrice
