@@ -311,10 +311,12 @@ for batch in $batches; do
 			-v hz="$clk_tck" -v hwm="$hwm_kib" -v idle="$idle_kib" \
 			'BEGIN { printf "%f %f %f %f %f %d %d", br, bt * 1e6 / hz / be, r, r / br, t * 1e6 / hz / e, hwm, idle }')
 
+		store_other=0
 		if ((with_storage)); then
 			start collector-storage "$tag"
 			store_out=$tmp/storage-$tag.json
 			measured_load "$batch" "$store_out" || die "load against the collector with storage failed"
+			store_other=$load_other
 			stop_server "$server_pid"
 			numbers+=" $(awk -v r="$(json_field "$store_out" events_per_sec)" -v m="$rate" \
 				-v t="$load_ticks" -v e="$(json_field "$store_out" events)" -v hz="$clk_tck" \
@@ -323,8 +325,12 @@ for batch in $batches; do
 
 		rejected=$(json_field "$subj_out" rejected)
 		duplicates=$(json_field "$subj_out" duplicates)
-		if ((base_other > other_max || subj_other > other_max)); then
-			notes+=("batch $label: other processes used ${base_other}% of the machine during the nullsink load and ${subj_other}% during the $subject_label load: this row is noisy")
+		if ((base_other > other_max || subj_other > other_max || store_other > other_max)); then
+			note="batch $label: other processes used ${base_other}% of the machine during the nullsink load and ${subj_other}% during the $subject_label load"
+			if ((with_storage)); then
+				note+=" and ${store_other}% during the load with storage"
+			fi
+			notes+=("$note: this row is noisy")
 		fi
 		if [[ ${rejected:-0} != 0 || ${duplicates:-0} != 0 ]]; then
 			notes+=("batch $label: $subject rejected $rejected and called $duplicates duplicates of $events events")

@@ -3,7 +3,8 @@
 # LOADBENCH_REPEAT exits 2 naming it; LOADBENCH_REPEAT=2 gives a row per run
 # of every server (memory mode and with storage) and a median row that is
 # the middle of the runs' numbers (for two runs, their mean) and the higher
-# peak RSS.
+# peak RSS; beside busy loops, a row is flagged noisy with the share other
+# processes took during each of its loads.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -50,4 +51,25 @@ if ! awk -F'|' -v r1="${rows[0]}" -v r2="${rows[1]}" -v m="${rows[2]}" 'BEGIN {
 	printf '%s\n' "$out" >&2
 	fails=1
 fi
-[ "$fails" -eq 0 ] && echo "loadbench.sh runs and medians ok"
+# Two busy loops beside the loads: every load, the one with storage
+# included, shares the machine with them, and the row is flagged with each
+# load's share.
+burners=()
+trap 'kill "${burners[@]}" 2>/dev/null; rm -f "$err"' EXIT
+for _ in 1 2; do
+	(while :; do :; done) &
+	burners+=($!)
+done
+rc=0
+out=$(LOADBENCH_DURATION=1s LOADBENCH_BATCHES=10 ./scripts/loadbench.sh 2>"$err") || rc=$?
+kill "${burners[@]}"
+wait "${burners[@]}" 2>/dev/null || true
+burners=()
+noisy='^note: batch 10: other processes used [0-9]+% of the machine during the nullsink load and [0-9]+% during the agentmeter load and ([0-9]+)% during the load with storage: this row is noisy$'
+if [ "$rc" -ne 0 ] || ! grep -Eq "$noisy" <<<"$out" ||
+	[ "$(grep -E "$noisy" <<<"$out" | sed -E "s/$noisy/\1/")" -le 5 ]; then
+	printf 'loadbench.sh beside two busy loops: exit %d, want a note with each load'"'"'s share (storage > 5%%); its output:\n%s\n%s\n' \
+		"$rc" "$out" "$(cat "$err")" >&2
+	fails=1
+fi
+[ "$fails" -eq 0 ] && echo "loadbench.sh runs, medians and noise notes ok"
