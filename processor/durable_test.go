@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unsafe"
 
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata/metricdatatest"
@@ -787,4 +788,59 @@ func TestIDFilterFPRate(t *testing.T) {
 	if !m.filterHas(rng.Uint64()) {
 		t.Error("a saturated filter ruled an id out")
 	}
+}
+
+// TestIDSet: the committed ids past the memory maps are found, others are
+// not, and a set holds an id in at most 16 bytes (the README's Memory with
+// storage), room for the next ids after a reset included.
+func TestIDSet(t *testing.T) {
+	const n = idFlushEvery
+	rng := rand.New(rand.NewPCG(1, 2))
+	in := make([]uint64, n)
+	for i := range in {
+		in[i] = rng.Uint64()
+	}
+	var a, b idSet
+	for _, h := range in[:n/2] {
+		a.add(h)
+	}
+	for _, h := range in[n/2:] {
+		b.add(h)
+	}
+	a.addAll(&b)
+	if a.n != n {
+		t.Fatalf("%d ids held, want %d", a.n, n)
+	}
+	for i, h := range in {
+		if !a.has(h) {
+			t.Fatalf("id %d added, not found", i)
+		}
+	}
+	for range 1000 {
+		if h := rng.Uint64(); a.has(h) {
+			t.Fatalf("%x found, never added", h)
+		}
+	}
+	bytesPerID := func(s *idSet) float64 {
+		total := 0
+		for _, l := range s.lists {
+			total += 8 * cap(l)
+		}
+		return float64(total+int(unsafe.Sizeof(*s))) / n
+	}
+	if got := bytesPerID(&a); got > 16 {
+		t.Errorf("%.1f bytes an id, more than the 16 the README states", got)
+	}
+	before := bytesPerID(&a)
+	a.reset()
+	if a.n != 0 || a.has(in[0]) {
+		t.Fatalf("after reset: %d ids held, first one found: %v", a.n, a.has(in[0]))
+	}
+	for _, h := range in {
+		a.add(h)
+	}
+	if got := bytesPerID(&a); got != before {
+		t.Errorf("refilled after a reset: %.1f bytes an id, want the same room as before (%.1f)", got, before)
+	}
+	t.Logf("%d ids: %.1f bytes an id", n, before)
 }
