@@ -55,7 +55,7 @@ fi
 # included, shares the machine with them, and the row is flagged with each
 # load's share.
 burners=()
-trap 'kill "${burners[@]}" 2>/dev/null; rm -f "$err"' EXIT
+trap 'kill "${burners[@]}" 2>/dev/null || true; rm -f "$err"' EXIT
 for _ in 1 2; do
 	(while :; do :; done) &
 	burners+=($!)
