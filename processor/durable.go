@@ -91,7 +91,11 @@ func (m *memGen) filterHas(h uint64) bool {
 	return !m.usable || m.filter.Has(h)
 }
 
-func (m *memGen) filterAdd(h uint64, capacity int) {
+// filterAdd adds h, counting it in the filter's fill unless known holds
+// that the filter may have it already: a batch refused and retried, or one
+// that classify passed over twice, adds its ids again, and counting them
+// again would retire the filter early.
+func (m *memGen) filterAdd(h uint64, capacity int, known bool) {
 	if !m.usable {
 		return
 	}
@@ -100,7 +104,9 @@ func (m *memGen) filterAdd(h uint64, capacity int) {
 		return
 	}
 	m.filter.Add(h)
-	m.filterN++
+	if !known {
+		m.filterN++
+	}
 }
 
 // filterPerMemID is the filter's capacity per id the memory maps hold: a
@@ -230,7 +236,7 @@ func newDurableDedupe(window time.Duration, maxIDs, filterBytes int, store *stor
 			if len(m.ids) < d.memMax {
 				m.ids[h] = struct{}{}
 			}
-			m.filterAdd(h, d.filterCap)
+			m.filterAdd(h, d.filterCap, false)
 		})
 		if err != nil {
 			return nil, err
@@ -330,7 +336,7 @@ func (d *durableDedupe) seen(h uint64, gen int64, may uint8, store *storage.Stor
 func (d *durableDedupe) filterAddAll(hashes []uint64, gen int64) {
 	if m := d.slot(gen); m != nil {
 		for _, h := range hashes {
-			m.filterAdd(h, d.filterCap)
+			m.filterAdd(h, d.filterCap, false)
 		}
 	}
 }
@@ -597,7 +603,7 @@ func (p *Processor) classify(b *durableBatch, events []*pb.Event, now int64, res
 		// batch fail, the filter holds an id that is not stored: one
 		// lookup more, never a wrong answer.
 		if m != nil {
-			m.filterAdd(h, d.filterCap)
+			m.filterAdd(h, d.filterCap, may[i]&mayGen != 0)
 		}
 	}
 	return nil, nil

@@ -277,6 +277,44 @@ func TestDurableFailedWriteAppliesNothing(t *testing.T) {
 	}
 }
 
+// TestDurableRetriesKeepFilter: a batch refused again and again, then
+// accepted, fills its generation's filter once: the retries do not retire
+// the filter (past filterOverfill × its capacity, 300 ids here).
+func TestDurableRetriesKeepFilter(t *testing.T) {
+	d := newDurable(t, Config{DedupeWindow: time.Hour, DedupeMaxIDs: 10})
+	backlog := func(n int) {
+		d.p.dmu.Lock()
+		d.p.dd.unflushedN = n
+		d.p.dmu.Unlock()
+	}
+	evs := workload("r", 100)
+	backlog(idBacklogMax) // as if snapshots had failed that long: refused after classify
+	for range 5 {
+		if _, err := d.consume(evs...); !errors.Is(err, ErrStorageFull) {
+			t.Fatalf("Consume with the id backlog full: %v, want ErrStorageFull", err)
+		}
+	}
+	backlog(0) // a snapshot wrote them
+	for i, r := range d.mustConsume(evs...) {
+		if r.Outcome != Accepted {
+			t.Fatalf("event %d after the backlog cleared: %v, want accepted", i, r.Outcome)
+		}
+	}
+	d.p.dmu.Lock()
+	m := d.p.dd.slot(d.p.dd.gen(time.Now().UnixNano()))
+	usable, n := m.usable, m.filterN
+	d.p.dmu.Unlock()
+	if !usable || n != len(evs) {
+		t.Fatalf("after 5 refusals and the accepted retry: filter usable %v holding %d ids, want usable holding %d",
+			usable, n, len(evs))
+	}
+	for i, r := range d.mustConsume(evs...) {
+		if r.Outcome != Duplicate {
+			t.Fatalf("event %d resent after it was stored: %v, want duplicate", i, r.Outcome)
+		}
+	}
+}
+
 // TestDurableConcurrentSameIDs: concurrent batches with the same ids count
 // each id once.
 func TestDurableConcurrentSameIDs(t *testing.T) {
@@ -739,7 +777,7 @@ func TestIDFilterFPRate(t *testing.T) {
 	held := make([]uint64, capacity)
 	for i := range held {
 		held[i] = rng.Uint64()
-		m.filterAdd(held[i], capacity)
+		m.filterAdd(held[i], capacity, false)
 	}
 	for _, h := range held {
 		if !m.filterHas(h) {
@@ -763,7 +801,7 @@ func TestIDFilterFPRate(t *testing.T) {
 	for range (filterOverfill - 1) * capacity {
 		h := rng.Uint64()
 		held = append(held, h)
-		m.filterAdd(h, capacity)
+		m.filterAdd(h, capacity, false)
 	}
 	if !m.usable {
 		t.Fatalf("filter unusable at %d ids, %d times its capacity", m.filterN, filterOverfill)
@@ -784,7 +822,7 @@ func TestIDFilterFPRate(t *testing.T) {
 	if rate > 0.4 {
 		t.Errorf("false positive rate at %d times capacity %.1f%%, want <= 40%%", filterOverfill, 100*rate)
 	}
-	m.filterAdd(rng.Uint64(), capacity) // past that: no longer used
+	m.filterAdd(rng.Uint64(), capacity, false) // past that: no longer used
 	if !m.filterHas(rng.Uint64()) {
 		t.Error("a saturated filter ruled an id out")
 	}
