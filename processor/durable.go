@@ -91,11 +91,7 @@ func (m *memGen) filterHas(h uint64) bool {
 	return !m.usable || m.filter.Has(h)
 }
 
-// filterAdd adds h, counting it in the filter's fill unless known holds
-// that the filter may have it already: a batch refused and retried, or one
-// that classify passed over twice, adds its ids again, and counting them
-// again would retire the filter early.
-func (m *memGen) filterAdd(h uint64, capacity int, known bool) {
+func (m *memGen) filterAdd(h uint64, capacity int) {
 	if !m.usable {
 		return
 	}
@@ -104,9 +100,7 @@ func (m *memGen) filterAdd(h uint64, capacity int, known bool) {
 		return
 	}
 	m.filter.Add(h)
-	if !known {
-		m.filterN++
-	}
+	m.filterN++
 }
 
 // filterPerMemID is the filter's capacity per id the memory maps hold: a
@@ -236,7 +230,7 @@ func newDurableDedupe(window time.Duration, maxIDs, filterBytes int, store *stor
 			if len(m.ids) < d.memMax {
 				m.ids[h] = struct{}{}
 			}
-			m.filterAdd(h, d.filterCap, false)
+			m.filterAdd(h, d.filterCap)
 		})
 		if err != nil {
 			return nil, err
@@ -330,22 +324,16 @@ func (d *durableDedupe) seen(h uint64, gen int64, may uint8, store *storage.Stor
 	return false, nil
 }
 
-// filterAddAll adds hashes to the filter of memory generation gen. A live
-// batch's ids are added as classify finds them new; a replayed batch's
-// here.
-func (d *durableDedupe) filterAddAll(hashes []uint64, gen int64) {
-	if m := d.slot(gen); m != nil {
-		for _, h := range hashes {
-			m.filterAdd(h, d.filterCap, false)
-		}
-	}
-}
-
-// commit moves the batch's pending ids to memory generation gen, and to
-// the ids the next snapshot stores; they are in gen's filter already
-// (classify, filterAddAll). hashes is kept.
+// commit moves the batch's pending ids to memory generation gen (its
+// filter counts each id once: a refused batch retried added nothing), and
+// to the ids the next snapshot stores. hashes is kept.
 func (d *durableDedupe) commit(hashes []uint64, gen int64) {
 	m := d.slot(gen)
+	if m != nil { // a pass of its own, as in mayHold
+		for _, h := range hashes {
+			m.filterAdd(h, d.filterCap)
+		}
+	}
 	for _, h := range hashes {
 		delete(d.pending, h)
 		if m == nil {
@@ -576,7 +564,6 @@ func (p *Processor) classify(b *durableBatch, events []*pb.Event, now int64, res
 		all[i] = d.hash(ev.GetEventId())
 	}
 	d.mayHold(all, b.gen, may)
-	m := d.slot(b.gen)
 	for i, h := range all {
 		if other, ok := d.pending[h]; ok {
 			if other == &b.inflight { // twice in this batch
@@ -599,12 +586,6 @@ func (p *Processor) classify(b *durableBatch, events []*pb.Event, now int64, res
 		d.pending[h] = &b.inflight
 		b.newIdx = append(b.newIdx, i)
 		b.hashes = append(b.hashes, h)
-		// Now, while mayHold's test keeps its cache line warm. Should the
-		// batch fail, the filter holds an id that is not stored: one
-		// lookup more, never a wrong answer.
-		if m != nil {
-			m.filterAdd(h, d.filterCap, may[i]&mayGen != 0)
-		}
 	}
 	return nil, nil
 }
@@ -820,7 +801,6 @@ func (p *Processor) restore(now int64) error {
 			replayed++
 		}
 		if p.dd != nil {
-			p.dd.filterAddAll(hashes, p.dd.gen(at))
 			p.dd.commit(hashes, p.dd.gen(at))
 		}
 		last = s

@@ -777,7 +777,7 @@ func TestIDFilterFPRate(t *testing.T) {
 	held := make([]uint64, capacity)
 	for i := range held {
 		held[i] = rng.Uint64()
-		m.filterAdd(held[i], capacity, false)
+		m.filterAdd(held[i], capacity)
 	}
 	for _, h := range held {
 		if !m.filterHas(h) {
@@ -801,7 +801,7 @@ func TestIDFilterFPRate(t *testing.T) {
 	for range (filterOverfill - 1) * capacity {
 		h := rng.Uint64()
 		held = append(held, h)
-		m.filterAdd(h, capacity, false)
+		m.filterAdd(h, capacity)
 	}
 	if !m.usable {
 		t.Fatalf("filter unusable at %d ids, %d times its capacity", m.filterN, filterOverfill)
@@ -822,7 +822,7 @@ func TestIDFilterFPRate(t *testing.T) {
 	if rate > 0.4 {
 		t.Errorf("false positive rate at %d times capacity %.1f%%, want <= 40%%", filterOverfill, 100*rate)
 	}
-	m.filterAdd(rng.Uint64(), capacity, false) // past that: no longer used
+	m.filterAdd(rng.Uint64(), capacity) // past that: no longer used
 	if !m.filterHas(rng.Uint64()) {
 		t.Error("a saturated filter ruled an id out")
 	}
