@@ -170,22 +170,26 @@ type durableDedupe struct {
 // at most with the lists' spare room, against ~40 in a map.
 type idSet struct {
 	lists [256][]uint64
-	n     int
 }
 
-func (s *idSet) add(h uint64) {
-	s.lists[h>>56] = append(s.lists[h>>56], h)
-	s.n++
-}
+func (s *idSet) add(h uint64) { s.lists[h>>56] = append(s.lists[h>>56], h) }
 
 func (s *idSet) has(h uint64) bool { return slices.Contains(s.lists[h>>56], h) }
+
+// len is the number of ids held.
+func (s *idSet) len() int {
+	n := 0
+	for _, l := range s.lists {
+		n += len(l)
+	}
+	return n
+}
 
 // addAll adds every id of o (none of them in s).
 func (s *idSet) addAll(o *idSet) {
 	for i := range o.lists {
 		s.lists[i] = append(s.lists[i], o.lists[i]...)
 	}
-	s.n += o.n
 }
 
 // reset empties s, keeping its lists' room for the next ids.
@@ -193,7 +197,6 @@ func (s *idSet) reset() {
 	for i := range s.lists {
 		s.lists[i] = s.lists[i][:0]
 	}
-	s.n = 0
 }
 
 // idFlushEvery is the number of unflushed ids at which a snapshot is taken;
@@ -212,13 +215,14 @@ func newDurableDedupe(window time.Duration, maxIDs, filterBytes int, store *stor
 	}
 	seed := store.Seed()
 	d := &durableDedupe{
-		window:    int64(window),
-		memMax:    max(maxIDs/2, 1),
-		filterCap: max(max(maxIDs/2, 1)*filterPerMemID, filterBytes*8/filterBitsPerID),
-		seed:      seed,
-		digest:    xxhash.NewWithSeed(seed),
-		pending:   make(map[uint64]*inflight),
-		overflow:  new(idSet),
+		window:           int64(window),
+		memMax:           max(maxIDs/2, 1),
+		filterCap:        max(max(maxIDs/2, 1)*filterPerMemID, filterBytes*8/filterBitsPerID),
+		seed:             seed,
+		digest:           xxhash.NewWithSeed(seed),
+		pending:          make(map[uint64]*inflight),
+		overflow:         new(idSet),
+		flushingOverflow: new(idSet),
 	}
 	// After a restart, memory starts with the ids stored in the window's
 	// generations when they fit; otherwise it misses go to disk until
@@ -309,7 +313,7 @@ func (d *durableDedupe) seen(h uint64, gen int64, may uint8, store *storage.Stor
 			}
 		}
 	}
-	if d.overflow.has(h) || (d.flushingOverflow != nil && d.flushingOverflow.has(h)) {
+	if d.overflow.has(h) || d.flushingOverflow.has(h) {
 		return true, nil
 	}
 	for i, g := range [2]int64{gen, gen - 1} {
@@ -357,13 +361,9 @@ func (d *durableDedupe) commit(hashes []uint64, gen int64) {
 func (d *durableDedupe) takeUnflushed() (ids []storage.GenIDs, dropBefore int64) {
 	ids = d.unflushed
 	d.unflushed, d.unflushedN = nil, 0
-	// flushingOverflow is empty (or nil) after the last flushed: the two
-	// sets swap, instead of copying every id.
-	spare := d.flushingOverflow
-	if spare == nil {
-		spare = new(idSet)
-	}
-	d.flushingOverflow, d.overflow = d.overflow, spare
+	// flushingOverflow is empty after the last flushed: the two sets swap,
+	// instead of copying every id.
+	d.flushingOverflow, d.overflow = d.overflow, d.flushingOverflow
 	return ids, d.dropBefore
 }
 

@@ -846,8 +846,8 @@ func TestIDSet(t *testing.T) {
 		b.add(h)
 	}
 	a.addAll(&b)
-	if a.n != n {
-		t.Fatalf("%d ids held, want %d", a.n, n)
+	if a.len() != n {
+		t.Fatalf("%d ids held, want %d", a.len(), n)
 	}
 	for i, h := range in {
 		if !a.has(h) {
@@ -871,8 +871,8 @@ func TestIDSet(t *testing.T) {
 	}
 	before := bytesPerID(&a)
 	a.reset()
-	if a.n != 0 || a.has(in[0]) {
-		t.Fatalf("after reset: %d ids held, first one found: %v", a.n, a.has(in[0]))
+	if a.len() != 0 || a.has(in[0]) {
+		t.Fatalf("after reset: %d ids held, first one found: %v", a.len(), a.has(in[0]))
 	}
 	for _, h := range in {
 		a.add(h)
