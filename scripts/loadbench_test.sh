@@ -19,7 +19,8 @@ for bad in 0 -1 x 1.5 1000; do
 done
 
 err=$(mktemp)
-trap 'rm -f "$err"' EXIT
+burners=() # the busy loops of the last check, while they run
+trap 'kill "${burners[@]}" 2>/dev/null || true; rm -f "$err"' EXIT
 rc=0
 out=$(LOADBENCH_DURATION=1s LOADBENCH_BATCHES=10 LOADBENCH_REPEAT=2 ./scripts/loadbench.sh 2>"$err") || rc=$?
 if [ "$rc" -ne 0 ]; then
@@ -54,8 +55,6 @@ fi
 # Two busy loops beside the loads: every load, the one with storage
 # included, shares the machine with them, and the row is flagged with each
 # load's share.
-burners=()
-trap 'kill "${burners[@]}" 2>/dev/null || true; rm -f "$err"' EXIT
 for _ in 1 2; do
 	(while :; do :; done) &
 	burners+=($!)
