@@ -37,11 +37,10 @@ import (
 //     applied: the client's retry is not a duplicate.
 //
 // A committed id is held in memory (unflushed) until the next snapshot
-// writes it to its own key, in one sorted write with the snapshot that
-// drops the log entries holding it: until then the log has it, and a
-// restart's replay commits it again. Writing ids in bulk, in key order,
-// instead of with each batch, is most of what durable mode's throughput
-// owes to storage.
+// writes it, with the snapshot's other ids, as a sorted run of ids that the
+// snapshot's batch lists as it drops the log entries holding them
+// (storage/idruns.go): until then the log has it, and a restart's replay
+// commits it again.
 //
 // The receiver acknowledges after Consume returns nil, so every
 // acknowledged event is on disk. A crash between write and acknowledgement

@@ -485,7 +485,7 @@ func TestDurableIDsFailedSnapshot(t *testing.T) {
 	if err := d.p.Snapshot(); err != nil {
 		t.Fatal(err)
 	}
-	// The log entries are gone: only the id keys can know them now.
+	// The log entries are gone: only the id runs can know them now.
 	d.crash()
 	for i, r := range d.mustConsume(first...) {
 		if r.Outcome != Duplicate {

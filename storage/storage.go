@@ -1,23 +1,24 @@
 // Package storage is the processor's durable state on local disk: a log of
-// accepted batches, the event ids of the dedupe window, per-conversation
-// ledger entries and periodic snapshots of the aggregate totals, all in one
-// Pebble database (github.com/cockroachdb/pebble/v2).
+// accepted batches, per-conversation ledger entries and periodic snapshots
+// of the aggregate totals in one Pebble database
+// (github.com/cockroachdb/pebble/v2), and the event ids of the dedupe window
+// in files of sorted ids that Pebble lists (idruns.go).
 //
 // Why Pebble: its commit pipeline groups the synced batches of concurrent
 // writers into one WAL write and one fsync (group commit), its WAL records
-// are CRC-framed and a torn tail is dropped at open, its sstables carry bloom
-// filters (an id lookup that misses costs no disk read), DeleteRange drops a
-// whole expired dedupe generation or the log a snapshot covers in one
-// tombstone, and compaction reclaims the space. bbolt would give one fsync
-// per coalesced transaction too, but rewrites B+tree pages for every random
-// id key it inserts.
+// are CRC-framed and a torn tail is dropped at open, DeleteRange drops the
+// log a snapshot covers in one tombstone, and compaction reclaims the
+// space. bbolt would give one fsync per coalesced transaction too, but
+// rewrites B+tree pages for every transaction.
 //
 // Key layout (the first byte is the kind):
 //
 //	'm' + name              metadata (start time, hash seed)
 //	'e' + seq (8 bytes BE)  a batch record: the events accepted by one request
-//	'd' + gen + hash (8+8)  an event id seen in dedupe generation gen, written by
-//	                        the snapshot after the log entry that holds it
+//	'r' + gen + run (8+8)   a run of dedupe ids of generation gen: its size and
+//	                        the first id of each page (idruns.go)
+//	'd' + gen + hash (8+8)  an id of a database written before the runs; moved
+//	                        into runs at open
 //	'c' + conversation id   a conversation's ledger entry
 //	's'                     the snapshot: aggregate totals as of a log seq
 //	'o' + conv + 0 + item   an item of the OpenHands feed's state (openhands.go)
@@ -32,7 +33,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"math"
 	"os"
 	"path/filepath"
@@ -84,6 +84,9 @@ type Store struct {
 	// start is the start time of the cumulative series, kept across restarts.
 	start time.Time
 
+	// runs holds the dedupe ids.
+	runs *idRuns
+
 	writeErrors atomic.Int64
 	diskFull    atomic.Int64
 }
@@ -96,6 +99,7 @@ const (
 	kindConv      = 'c'
 	kindSnapshot  = 's'
 	kindOpenHands = 'o'
+	kindRun       = 'r'
 )
 
 var (
@@ -121,16 +125,7 @@ func Open(cfg Config, log *slog.Logger) (*Store, error) {
 		// in the free space kept in reserve.
 		MemTableSize:                MemTableBytes,
 		MemTableStopWritesThreshold: MaxMemTables,
-		// Blocks of the dedupe ids' index and bloom filters, read on every
-		// lookup that memory cannot answer.
-		CacheSize: 32 << 20,
-		// The id keys are random: every L0 file overlaps the whole base
-		// level, so each L0 compaction rewrites it. Waiting for 32 files
-		// (default 4) makes those rewrites an eighth as many; lookups
-		// that reach the disk are rare (memory's filters answer most) and
-		// check one more sstable filter per file.
-		L0CompactionThreshold: 32,
-		L0StopWritesThreshold: 128,
+		CacheSize:                   32 << 20,
 	}
 	if cfg.CacheBytes > 0 {
 		opts.CacheSize = cfg.CacheBytes
@@ -150,6 +145,19 @@ func Open(cfg Config, log *slog.Logger) (*Store, error) {
 		_ = db.Close()
 		return nil, err
 	}
+	s.runs = newIDRuns(filepath.Join(cfg.Directory, runsDir), log)
+	if err := s.runs.load(db); err != nil {
+		s.runs.closeAll()
+		_ = db.Close()
+		return nil, fmt.Errorf("open storage in %q: %w", cfg.Directory, err)
+	}
+	if err := s.migrateIDKeys(); err != nil {
+		s.runs.closeAll()
+		_ = db.Close()
+		return nil, fmt.Errorf("open storage in %q: %w", cfg.Directory, err)
+	}
+	go s.mergeLoop()
+	s.runs.kick <- struct{}{} // merge what a restart found, if anything
 	return s, nil
 }
 
@@ -189,6 +197,9 @@ func (s *Store) loadMeta() error {
 
 // Close closes the database. Safe to call once.
 func (s *Store) Close() error {
+	close(s.runs.stop)
+	<-s.runs.done
+	s.runs.closeAll()
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("close storage: %w", err)
 	}
@@ -217,7 +228,11 @@ func (s *Store) get(key []byte) ([]byte, bool, error) {
 
 // checkSpace refuses a write when the disk is nearly full, so that Pebble
 // never meets ENOSPC in its WAL (which it treats as fatal).
-func (s *Store) checkSpace() error {
+func (s *Store) checkSpace() error { return s.checkRoom(0) }
+
+// checkRoom refuses a write of extra bytes that would leave less than
+// MinFreeBytes free.
+func (s *Store) checkRoom(extra uint64) error {
 	if s.cfg.MinFreeBytes == 0 {
 		return nil
 	}
@@ -225,7 +240,7 @@ func (s *Store) checkSpace() error {
 	if err := syscall.Statfs(s.cfg.Directory, &st); err != nil {
 		return fmt.Errorf("statfs storage.directory: %w", err)
 	}
-	if free := st.Bavail * uint64(st.Bsize); free < s.cfg.MinFreeBytes {
+	if free := st.Bavail * uint64(st.Bsize); free < s.cfg.MinFreeBytes+extra {
 		s.diskFull.Add(1)
 		return fmt.Errorf("%w: %d bytes free in storage.directory, less than storage.min_free_mib", ErrDiskFull, free)
 	}
@@ -246,7 +261,7 @@ func idKey(dst []byte, gen int64, h uint64) []byte {
 
 // Commit durably writes log entry seq. Concurrent Commits share one WAL
 // write and fsync. When it returns nil the entry survives a crash. The
-// event ids in the entry reach their own keys with the next snapshot.
+// event ids in the entry reach the id runs with the next snapshot.
 func (s *Store) Commit(seq uint64, entry []byte) error {
 	if err := s.checkSpace(); err != nil {
 		return err
@@ -262,42 +277,12 @@ func (s *Store) Commit(seq uint64, entry []byte) error {
 }
 
 // HasID reports whether id hash h was stored in generation gen.
-func (s *Store) HasID(gen int64, h uint64) (bool, error) {
-	var k [17]byte
-	_, closer, err := s.db.Get(idKey(k[:0], gen, h))
-	if errors.Is(err, pebble.ErrNotFound) {
-		return false, nil
-	}
-	if err != nil {
-		return false, fmt.Errorf("read storage id: %w", err)
-	}
-	_ = closer.Close()
-	return true, nil
-}
+func (s *Store) HasID(gen int64, h uint64) (bool, error) { return s.runs.has(gen, h) }
 
 // IDs calls fn for every id hash stored in generation gen, up to limit of
 // them; it reports whether it saw them all.
 func (s *Store) IDs(gen int64, limit int, fn func(h uint64)) (bool, error) {
-	var lo, hi [17]byte
-	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: idKey(lo[:0], gen, 0), UpperBound: idKey(hi[:0], gen+1, 0)})
-	if err != nil {
-		return false, fmt.Errorf("read stored ids: %w", err)
-	}
-	n := 0
-	for it.First(); it.Valid(); it.Next() {
-		if n == limit {
-			_ = it.Close()
-			return false, nil
-		}
-		if k := it.Key(); len(k) == 17 {
-			fn(binary.BigEndian.Uint64(k[9:]))
-			n++
-		}
-	}
-	if err := it.Close(); err != nil {
-		return false, fmt.Errorf("read stored ids: %w", err)
-	}
-	return true, nil
+	return s.runs.scan(gen, limit, fn)
 }
 
 // Snapshot is the aggregate state as of log entry Seq (every entry up to
@@ -328,16 +313,32 @@ func (s *Store) WriteSnapshot(snap Snapshot) error {
 	if err := s.checkSpace(); err != nil {
 		return err
 	}
-	// Sized for what it holds: the ids are most of it (a key and its
-	// framing, ~20 bytes each).
-	n, size := make(map[int64]int), 0
+	// The ids of each generation still kept, sorted, as a new run each,
+	// written and synced before the batch that lists them.
+	byGen := make(map[int64][]uint64)
 	for _, g := range snap.IDs {
-		n[g.Gen] += len(g.Hashes)
-		size += 20 * len(g.Hashes)
+		if g.Gen >= snap.DropBefore {
+			byGen[g.Gen] = append(byGen[g.Gen], g.Hashes...)
+		}
 	}
-	size += len(snap.Aggregate) + 64
+	for _, hashes := range byGen {
+		slices.Sort(hashes)
+	}
+	s.runs.wmu.Lock()
+	defer s.runs.wmu.Unlock()
+	runs, err := s.runs.writeNew(byGen)
+	if err != nil {
+		s.writeErrors.Add(1)
+		return fmt.Errorf("write storage snapshot: %w", err)
+	}
+	size := len(snap.Aggregate) + 64
 	for id, rec := range snap.Conversations {
 		size += len(id) + len(rec) + 8
+	}
+	metas := make([][]byte, len(runs))
+	for i, rn := range runs {
+		metas[i] = encodeRunMeta(rn)
+		size += len(metas[i]) + 32
 	}
 	b := s.db.NewBatchWithSize(size)
 	defer b.Close()
@@ -349,34 +350,21 @@ func (s *Store) WriteSnapshot(snap Snapshot) error {
 			_ = b.Set(k, rec, nil)
 		}
 	}
-	// In key order (generation, then hash), so that the memtable inserts
-	// walk the skiplist forward.
-	byGen := make(map[int64][]uint64, len(n))
-	for _, g := range snap.IDs {
-		if byGen[g.Gen] == nil {
-			byGen[g.Gen] = make([]uint64, 0, n[g.Gen])
-		}
-		byGen[g.Gen] = append(byGen[g.Gen], g.Hashes...)
-	}
-	var k [17]byte
-	for _, gen := range slices.Sorted(maps.Keys(byGen)) {
-		hashes := byGen[gen]
-		slices.Sort(hashes)
-		for _, h := range hashes {
-			_ = b.Set(idKey(k[:0], gen, h), nil, nil)
-		}
+	for i, rn := range runs {
+		_ = b.Set(runKey(rn.gen, rn.num), metas[i], nil)
 	}
 	if snap.DropBefore > 0 {
-		var lo, hi [17]byte
-		_ = b.DeleteRange(idKey(lo[:0], 0, 0), idKey(hi[:0], snap.DropBefore, 0), nil)
+		_ = b.DeleteRange(runKey(0, 0), runKey(snap.DropBefore, 0), nil)
 	}
 	v := binary.BigEndian.AppendUint64(nil, snap.Seq)
 	_ = b.Set(keySnapshot, append(v, snap.Aggregate...), nil)
 	_ = b.DeleteRange(entryKey(0), entryKey(snap.Seq+1), nil)
 	if err := b.Commit(pebble.Sync); err != nil {
 		s.writeErrors.Add(1)
+		s.runs.remove(runs)
 		return fmt.Errorf("write storage snapshot: %w", err)
 	}
+	s.runs.install(runs, snap.DropBefore)
 	return nil
 }
 
@@ -466,7 +454,7 @@ type Stats struct {
 // Stats returns the current self-metrics.
 func (s *Store) Stats() Stats {
 	return Stats{
-		DiskBytes:   s.db.Metrics().DiskSpaceUsage(),
+		DiskBytes:   s.db.Metrics().DiskSpaceUsage() + uint64(max(s.runs.bytes.Load(), 0)),
 		WriteErrors: s.writeErrors.Load(),
 		DiskFull:    s.diskFull.Load(),
 	}

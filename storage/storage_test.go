@@ -102,36 +102,3 @@ func TestDiskFullRefusesBeforeWriting(t *testing.T) {
 		t.Errorf("DiskFull = %d, want 2", st.DiskFull)
 	}
 }
-
-// TestIDDiskCost measures what one dedupe id takes on disk once flushed and
-// compacted: the figure behind README's disk bound (go test -v -run
-// TestIDDiskCost ./storage/).
-func TestIDDiskCost(t *testing.T) {
-	if testing.Short() {
-		t.Skip("writes 50000 ids")
-	}
-	s := open(t, t.TempDir(), 0)
-	defer s.Close()
-	base := s.Stats().DiskBytes
-	const n, perBatch = 50_000, 1000
-	hashes := make([]uint64, perBatch)
-	for b := range n / perBatch {
-		for i := range hashes {
-			hashes[i] = uint64(b*perBatch+i) * 0x9E3779B97F4A7C15 // spread like hashes
-		}
-		if err := s.WriteSnapshot(Snapshot{Seq: uint64(b + 1), IDs: []GenIDs{{Gen: 1, Hashes: hashes}}}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := s.db.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.db.Compact(t.Context(), []byte{kindID}, []byte{kindID + 1}, true); err != nil {
-		t.Fatal(err)
-	}
-	per := float64(s.Stats().DiskBytes-base) / n
-	t.Logf("%.1f bytes on disk per dedupe id (%d ids)", per, n)
-	if per > 48 {
-		t.Errorf("%.1f bytes per id, more than the 48 README's disk bound assumes", per)
-	}
-}
