@@ -188,14 +188,23 @@ func InflightMemoryMiB(memoryLimitMiB int) int {
 	return max(memoryLimitMiB-ownMiB, memoryLimitMiB/2)
 }
 
-// storageMemTablesMiB is what Pebble's memtables may hold: MaxMemTables of
-// MemTableBytes (storage.Open).
-const storageMemTablesMiB = 16
+// storageMemTables is how many memtables Pebble may hold
+// (storage.MaxMemTables).
+const storageMemTables = 2
 
 // StorageCacheMiB is the size of Pebble's block cache with
-// storage.directory set: an eighth of memory.limit_mib, 8-32 MiB.
-func (c Config) StorageCacheMiB() int {
-	return min(max(c.Memory.LimitMiB/8, 8), 32)
+// storage.directory set: 8 MiB. It holds blocks of the snapshot, the log
+// and the conversation records, read at start and when an evicted
+// conversation is reloaded; the dedupe ids are not in Pebble.
+func (c Config) StorageCacheMiB() int { return 8 }
+
+// StorageMemTableMiB is the size of each of Pebble's memtables with
+// storage.directory set: Pebble's share of memory.limit_mib (an eighth of
+// it within 8-32 MiB, plus 16) less the cache, over storageMemTables: 8
+// MiB at 64, 12 at 128, 20 at 256 and above. Larger memtables hold more
+// log entries until a snapshot drops them, so fewer are flushed to disk.
+func (c Config) StorageMemTableMiB() int {
+	return (min(max(c.Memory.LimitMiB/8, 8), 32) + 16 - c.StorageCacheMiB()) / storageMemTables
 }
 
 // StorageMemoryMiB is the memory durable mode may hold: the store's block
@@ -205,7 +214,7 @@ func (c Config) StorageMemoryMiB() int {
 	if c.Storage.Directory == "" {
 		return 0
 	}
-	return c.StorageCacheMiB() + storageMemTablesMiB + c.DedupeFiltersMiB()
+	return c.StorageCacheMiB() + storageMemTables*c.StorageMemTableMiB() + c.DedupeFiltersMiB()
 }
 
 // DedupeFilterBytes is the memory of each of durable mode's two dedupe id

@@ -718,15 +718,15 @@ func TestInflightSizedFromMemoryLimit(t *testing.T) {
 // the memory the in-flight bounds are sized from.
 func TestInflightLeavesRoomForStorage(t *testing.T) {
 	for _, tc := range []struct {
-		limitMiB                        int
-		storage                         bool
-		cacheMiB, storageMiB, rpcs, mib int
+		limitMiB                           int
+		storage                            bool
+		memTableMiB, storageMiB, rpcs, mib int
 	}{
-		{128, false, 16, 0, 12, 24},
-		{128, true, 16, 36, 7, 15},
-		{256, true, 32, 56, 21, 42},
+		{128, false, 12, 0, 12, 24},
+		{128, true, 12, 36, 7, 15},
+		{256, true, 20, 56, 21, 42},
 		{64, true, 8, 26, 4, 8},
-		{1024, true, 32, 64, 116, 232},
+		{1024, true, 20, 64, 116, 232},
 	} {
 		t.Run(fmt.Sprintf("limit=%d/storage=%v", tc.limitMiB, tc.storage), func(t *testing.T) {
 			c := Default()
@@ -734,8 +734,8 @@ func TestInflightLeavesRoomForStorage(t *testing.T) {
 			if tc.storage {
 				c.Storage.Directory = "/var/lib/agentmeter"
 			}
-			if got := c.StorageCacheMiB(); got != tc.cacheMiB {
-				t.Errorf("StorageCacheMiB = %d, want %d", got, tc.cacheMiB)
+			if got := c.StorageMemTableMiB(); got != tc.memTableMiB {
+				t.Errorf("StorageMemTableMiB = %d, want %d", got, tc.memTableMiB)
 			}
 			if got := c.StorageMemoryMiB(); got != tc.storageMiB {
 				t.Errorf("StorageMemoryMiB = %d, want %d", got, tc.storageMiB)

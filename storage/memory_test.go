@@ -13,8 +13,8 @@ import (
 func TestMemoryCountedByConfig(t *testing.T) {
 	c := config.Default()
 	c.Storage.Directory = t.TempDir()
-	memtablesMiB := MaxMemTables * MemTableBytes >> 20
+	memtablesMiB := MaxMemTables * c.StorageMemTableMiB()
 	if got := c.StorageMemoryMiB() - c.StorageCacheMiB() - c.DedupeFiltersMiB(); got != memtablesMiB {
-		t.Errorf("config counts %d MiB of memtables, Open allows %d × %d MiB", got, MaxMemTables, MemTableBytes>>20)
+		t.Errorf("config counts %d MiB of memtables, Open allows %d × %d MiB", got, MaxMemTables, c.StorageMemTableMiB())
 	}
 }

@@ -59,16 +59,19 @@ type Config struct {
 	// NoSync acknowledges without waiting for fsync (data survives a
 	// process crash, not a machine crash). For tests and benchmarks.
 	NoSync bool
-	// CacheBytes is the size of Pebble's block cache; 0 = 32 MiB.
+	// CacheBytes is the size of Pebble's block cache; 0 = 8 MiB.
 	CacheBytes int64
+	// MemTableBytes is the size of each of Pebble's memtables; 0 =
+	// DefaultMemTableBytes.
+	MemTableBytes uint64
 }
 
-// Pebble's memtables: it holds at most MaxMemTables of MemTableBytes
-// (the mutable one and those waiting to be flushed) before it stalls
-// writes. With the block cache, that is the memory the store may hold.
+// Pebble holds at most MaxMemTables memtables (the mutable one and those
+// waiting to be flushed) before it stalls writes. With the block cache,
+// that is the memory the store may hold.
 const (
-	MemTableBytes = 8 << 20
-	MaxMemTables  = 2
+	DefaultMemTableBytes = 8 << 20
+	MaxMemTables         = 2
 )
 
 // ErrDiskFull is returned by writes refused because the disk is (nearly) full.
@@ -121,14 +124,18 @@ func Open(cfg Config, log *slog.Logger) (*Store, error) {
 	opts := &pebble.Options{
 		Logger:             pebbleLogger{log: log},
 		FormatMajorVersion: pebble.FormatNewest,
-		// Small memtables: the working set is small, and a flush must fit
-		// in the free space kept in reserve.
-		MemTableSize:                MemTableBytes,
+		// A log entry still live when its memtable is flushed (not yet
+		// dropped by a snapshot) is written to an sstable and compacted
+		// away later; the larger the memtable, the fewer of them.
+		MemTableSize:                DefaultMemTableBytes,
 		MemTableStopWritesThreshold: MaxMemTables,
-		CacheSize:                   32 << 20,
+		CacheSize:                   8 << 20,
 	}
 	if cfg.CacheBytes > 0 {
 		opts.CacheSize = cfg.CacheBytes
+	}
+	if cfg.MemTableBytes > 0 {
+		opts.MemTableSize = cfg.MemTableBytes
 	}
 	for i := range opts.Levels {
 		opts.Levels[i].FilterPolicy = bloom.FilterPolicy(10)

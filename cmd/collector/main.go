@@ -242,10 +242,11 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, listen list
 	if dir := cfg.Storage.Directory; dir != "" {
 		t := time.Now()
 		store, err = storage.Open(storage.Config{
-			Directory:    dir,
-			MinFreeBytes: uint64(cfg.Storage.MinFreeMiB) << 20,
-			NoSync:       !cfg.Storage.Sync,
-			CacheBytes:   int64(cfg.StorageCacheMiB()) << 20,
+			Directory:     dir,
+			MinFreeBytes:  uint64(cfg.Storage.MinFreeMiB) << 20,
+			NoSync:        !cfg.Storage.Sync,
+			CacheBytes:    int64(cfg.StorageCacheMiB()) << 20,
+			MemTableBytes: uint64(cfg.StorageMemTableMiB()) << 20,
 		}, log)
 		if err != nil {
 			return err
