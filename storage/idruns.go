@@ -521,6 +521,11 @@ func (r *idRuns) emptyTrash() {
 func (r *idRuns) pickMerge() []*run {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
+	return r.pickMergeLocked()
+}
+
+// pickMergeLocked is pickMerge with r.mu held.
+func (r *idRuns) pickMergeLocked() []*run {
 	for _, gen := range slices.Sorted(maps.Keys(r.gens)) {
 		var count [256]int
 		lowest := -1

@@ -14,19 +14,28 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 )
 
-// settle waits until the merger has nothing left to merge or remove.
+// settle waits until the merger has nothing left to merge, and the run
+// files on disk are the runs listed.
 func settle(t *testing.T, s *Store) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		s.runs.mu.RLock()
-		idle := len(s.runs.trash) == 0
+		listed := 0
+		for _, runs := range s.runs.gens {
+			listed += len(runs)
+		}
+		idle := len(s.runs.trash) == 0 && s.runs.pickMergeLocked() == nil
 		s.runs.mu.RUnlock()
-		if idle && s.runs.pickMerge() == nil {
+		entries, err := os.ReadDir(s.runs.dir)
+		if err != nil && !os.IsNotExist(err) {
+			t.Fatal(err)
+		}
+		if idle && len(entries) == listed {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("the id runs were still being merged after 20 s")
+			t.Fatalf("the id runs were still being merged after 20 s: %d files, %d runs listed", len(entries), listed)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
