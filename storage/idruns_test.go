@@ -191,6 +191,14 @@ func TestIDRunsDamaged(t *testing.T) {
 	}
 }
 
+// idKey is the key of id hash h in dedupe generation gen in a database
+// written before the runs.
+func idKey(dst []byte, gen int64, h uint64) []byte {
+	dst = append(dst[:0], kindID)
+	dst = binary.BigEndian.AppendUint64(dst, uint64(gen))
+	return binary.BigEndian.AppendUint64(dst, h)
+}
+
 // TestIDKeysMigrated: a database written before the runs (one key per id)
 // has its ids moved into runs at open, and its id keys deleted.
 func TestIDKeysMigrated(t *testing.T) {

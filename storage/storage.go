@@ -280,13 +280,6 @@ func entryKey(seq uint64) []byte {
 	return binary.BigEndian.AppendUint64([]byte{kindEntry}, seq)
 }
 
-// idKey is the key of id hash h in dedupe generation gen.
-func idKey(dst []byte, gen int64, h uint64) []byte {
-	dst = append(dst[:0], kindID)
-	dst = binary.BigEndian.AppendUint64(dst, uint64(gen))
-	return binary.BigEndian.AppendUint64(dst, h)
-}
-
 // Commit durably writes log entry seq. Concurrent Commits share one WAL
 // write and fsync. When it returns nil the entry survives a crash. The
 // event ids in the entry reach the id runs with the next snapshot.
