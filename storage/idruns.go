@@ -31,7 +31,7 @@ import (
 //
 // Why not one Pebble key per id, as before: each such key cost ~1 µs of CPU
 // through the memtable, the flush and the compactions that merge the
-// random keys into the base level, about a fifth of durable mode's CPU at
+// random keys into the base level, about a quarter of durable mode's CPU at
 // full load (README, Storage). A run costs an id 8 bytes, a sort, and one
 // sequential rewrite per merge tier.
 //
