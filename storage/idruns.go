@@ -270,13 +270,15 @@ func (it *runIter) next() bool {
 	return true
 }
 
-// runWriter writes a new run file; add takes ascending ids.
+// runWriter writes a new run file; add takes ascending ids. As with a
+// bufio.Writer, the first failure is kept, and finish returns it.
 type runWriter struct {
 	r    *idRuns
 	rn   *run
 	bw   *bufio.Writer
 	page [pageSize]byte
 	k    int // ids in page
+	err  error
 }
 
 // create starts run num of generation gen at tier.
@@ -292,17 +294,18 @@ func (r *idRuns) create(gen int64, num uint64, tier uint8) (*runWriter, error) {
 }
 
 // add appends h; an id equal to the last one is written once.
-func (w *runWriter) add(h uint64) error {
+func (w *runWriter) add(h uint64) {
+	if w.err != nil {
+		return
+	}
 	if w.rn.n > 0 && h <= w.rn.last {
-		if h == w.rn.last {
-			return nil
+		if h < w.rn.last {
+			w.err = fmt.Errorf("dedupe id run %s: ids out of order", filepath.Base(w.rn.f.Name()))
 		}
-		return fmt.Errorf("dedupe id run %s: ids out of order", filepath.Base(w.rn.f.Name()))
+		return
 	}
 	if w.k == pageIDs {
-		if err := w.flushPage(); err != nil {
-			return err
-		}
+		w.flushPage()
 	}
 	if w.k == 0 {
 		w.rn.fence = append(w.rn.fence, h)
@@ -311,28 +314,29 @@ func (w *runWriter) add(h uint64) error {
 	w.k++
 	w.rn.n++
 	w.rn.last = h
-	return nil
 }
 
-func (w *runWriter) flushPage() error {
+func (w *runWriter) flushPage() {
 	clear(w.page[pageHeader+8*w.k:])
 	binary.LittleEndian.PutUint16(w.page[4:], uint16(w.k))
 	binary.LittleEndian.PutUint32(w.page[:], crc32.Checksum(w.page[4:], w.r.castagnoli))
 	w.k = 0
-	if _, err := w.bw.Write(w.page[:]); err != nil {
-		return fmt.Errorf("write dedupe id run: %w", err)
+	if _, err := w.bw.Write(w.page[:]); err != nil && w.err == nil {
+		w.err = fmt.Errorf("write dedupe id run: %w", err)
 	}
-	return nil
 }
 
 // finish syncs the file and returns the run, open for reading; nil when no
-// id was added (the file is removed).
+// id was added. On a failure (its own or add's) the file is removed.
 func (w *runWriter) finish() (*run, error) {
-	if w.rn.n == 0 {
+	if w.err == nil && w.rn.n == 0 {
 		w.abort()
 		return nil, nil
 	}
-	err := w.flushPage()
+	if w.err == nil {
+		w.flushPage()
+	}
+	err := w.err
 	if err == nil {
 		err = w.bw.Flush()
 	}
@@ -380,22 +384,18 @@ func (r *idRuns) syncDir() error {
 
 // writeNew writes the sorted ids of each generation as a new tier-0 run,
 // synced, for a snapshot; r.wmu is held. The caller lists them in its
-// batch (setMeta) and installs them after its commit, or removes them.
+// batch (encodeRunMeta) and installs them after its commit, or removes
+// them.
 func (r *idRuns) writeNew(byGen map[int64][]uint64) ([]*run, error) {
 	var out []*run
 	for _, gen := range slices.Sorted(maps.Keys(byGen)) {
 		w, err := r.create(gen, r.nextNum, 0)
+		var rn *run
 		if err == nil {
 			r.nextNum++
 			for _, h := range byGen[gen] {
-				if err = w.add(h); err != nil {
-					w.abort()
-					break
-				}
+				w.add(h)
 			}
-		}
-		var rn *run
-		if err == nil {
 			rn, err = w.finish()
 		}
 		if err != nil {
@@ -626,10 +626,7 @@ func (s *Store) merge(in []*run) error {
 				m = i
 			}
 		}
-		if err := w.add(its[m].h); err != nil {
-			w.abort()
-			return err
-		}
+		w.add(its[m].h)
 		if !its[m].next() {
 			if its[m].err != nil {
 				w.abort()
@@ -728,9 +725,7 @@ func (s *Store) migrateIDKeys() error {
 			}
 			r.nextNum++
 		}
-		if err := w.add(binary.BigEndian.Uint64(k[9:])); err != nil {
-			return fail(err)
-		}
+		w.add(binary.BigEndian.Uint64(k[9:]))
 	}
 	if err := it.Error(); err != nil {
 		return fail(err)
