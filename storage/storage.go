@@ -140,6 +140,8 @@ func Open(cfg Config, log *slog.Logger) (*Store, error) {
 	if cfg.MemTableBytes > 0 {
 		opts.MemTableSize = cfg.MemTableBytes
 	}
+	// Bloom filters spare a conversation reload (a point read of a key
+	// that may not exist) a look into every table that cannot hold it.
 	for i := range opts.Levels {
 		opts.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
 	}
@@ -156,12 +158,11 @@ func Open(cfg Config, log *slog.Logger) (*Store, error) {
 		return nil, err
 	}
 	s.runs = newIDRuns(filepath.Join(cfg.Directory, runsDir), log)
-	if err := s.runs.load(db); err != nil {
-		s.runs.closeAll()
-		_ = db.Close()
-		return nil, fmt.Errorf("open storage in %q: %w", cfg.Directory, err)
+	err = s.runs.load(db)
+	if err == nil {
+		err = s.migrateIDKeys()
 	}
-	if err := s.migrateIDKeys(); err != nil {
+	if err != nil {
 		s.runs.closeAll()
 		_ = db.Close()
 		return nil, fmt.Errorf("open storage in %q: %w", cfg.Directory, err)
@@ -336,9 +337,18 @@ func (s *Store) WriteSnapshot(snap Snapshot) error {
 	}
 	// The ids of each generation still kept, sorted, as a new run each,
 	// written and synced before the batch that lists them.
-	byGen := make(map[int64][]uint64)
+	n := make(map[int64]int)
 	for _, g := range snap.IDs {
 		if g.Gen >= snap.DropBefore {
+			n[g.Gen] += len(g.Hashes)
+		}
+	}
+	byGen := make(map[int64][]uint64, len(n))
+	for _, g := range snap.IDs {
+		if g.Gen >= snap.DropBefore {
+			if byGen[g.Gen] == nil {
+				byGen[g.Gen] = make([]uint64, 0, n[g.Gen])
+			}
 			byGen[g.Gen] = append(byGen[g.Gen], g.Hashes...)
 		}
 	}
