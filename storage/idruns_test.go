@@ -3,6 +3,7 @@ package storage
 import (
 	"encoding/binary"
 	"hash/crc32"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -322,4 +323,45 @@ func FuzzRunRecord(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestIDRunRecordsDamaged: a run record that does not parse (too short, its
+// counts disagreeing with its pages, pages out of order) or a run key of
+// the wrong length fails the open with an error naming it, and the
+// database is left as it was.
+func TestIDRunRecordsDamaged(t *testing.T) {
+	good := encodeRunMeta(&run{tier: 0, n: 2, last: 9, fence: []uint64{5}})
+	for name, tc := range map[string]struct {
+		key, value []byte
+		want       string // in the error: what was found wrong, not a missing file
+	}{
+		"short record":   {runKey(1, 1), good[:5], "run record of 5 bytes"},
+		"count vs pages": {runKey(1, 1), encodeRunMeta(&run{n: 600, last: 9, fence: []uint64{5}}), "600 ids in 1 pages"},
+		"pages unsorted": {runKey(1, 1), encodeRunMeta(&run{n: 600, last: 9, fence: []uint64{5, 3}}), "pages out of order"},
+		"key length":     {append(runKey(1, 1), 0), good, "dedupe id run key"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			s := open(t, dir, 0)
+			if err := s.db.Set(tc.key, tc.value, pebble.Sync); err != nil {
+				t.Fatal(err)
+			}
+			_ = s.Close()
+			_, err := Open(Config{Directory: dir}, nil)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Open with a damaged run record: %v, want an error saying %q", err, tc.want)
+			}
+			// Nothing was removed: the record is still there for whoever mends it.
+			db, err := pebble.Open(filepath.Join(dir, "db"), &pebble.Options{Logger: pebbleLogger{log: slog.New(slog.DiscardHandler)}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			if _, closer, err := db.Get(tc.key); err != nil {
+				t.Errorf("the damaged record is gone: %v", err)
+			} else {
+				_ = closer.Close()
+			}
+		})
+	}
 }
