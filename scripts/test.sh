@@ -130,9 +130,9 @@ rc=0
 
 section "load benchmark harness (scripts/loadbench_test.sh: 1 s loads of the real binaries)"
 # One CI run of it failed with no output (before it printed loadbench's
-# errors), and 16 runs since (5 beside two CPU-burning loops) did not; until a failure shows its
-# cause, a failure is reported with its output and the check runs once more:
-# two failures fail the suite.
+# errors), and no run since has, in CI or beside CPU-burning loops; until a
+# failure shows its cause, a failure is reported with its output and the
+# check runs once more: two failures fail the suite.
 if ! ./scripts/loadbench_test.sh; then
 	echo "test.sh: scripts/loadbench_test.sh failed (its output above); running it once more" >&2
 	./scripts/loadbench_test.sh
